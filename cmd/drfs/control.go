@@ -1,0 +1,52 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"log"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"drfs/volume"
+)
+
+// controlSocket is the name, inside the state directory, of the unix socket on which a running
+// drfs answers local commands such as status.
+const controlSocket = "drfs.sock"
+
+func serveControl(vol *volume.Volume, mnt string, logger *log.Logger) (*http.Server, error) {
+	path := filepath.Join(vol.StateDir(), controlSocket)
+	os.Remove(path) // a leftover of an unclean stop; the state lock is ours
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
+		st := vol.Status()
+		st.Mountpoint = mnt
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(st)
+	})
+	srv, err := serveHTTP("unix", path, mux, logger)
+	if err != nil {
+		return nil, err
+	}
+	os.Chmod(path, 0o600)
+	return srv, nil
+}
+
+// controlClient returns an HTTP client that talks to the control socket of the drfs using state.
+func controlClient(state string) *http.Client {
+	path := filepath.Join(state, controlSocket)
+	return &http.Client{
+		Timeout: 10 * time.Second,
+		Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", path)
+		}},
+	}
+}
+
+func lazyUnmount(mnt string) error { return unix.Unmount(mnt, unix.MNT_DETACH) }

@@ -1,0 +1,81 @@
+// Command drfs is the disaster-recovery filesystem for VM storage: it mounts a journaled view
+// of a directory of disk images and (in later subcommands) replicates it to another site.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+const usage = `drfs — disaster-recovery filesystem for VM storage
+
+Usage:
+  drfs mount --source DIR --state DIR [--volume NAME] [--metrics ADDR] MOUNTPOINT
+  drfs status --state DIR [--json]
+  drfs journal dump --state DIR [--from SEQ] [--to SEQ]
+
+Run "drfs COMMAND -h" for the options of a command.
+`
+
+// command is one subcommand: it parses its flags, validates them and runs.
+type command interface {
+	ParseFlags(args []string) error
+	Run(ctx context.Context) error
+}
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprint(os.Stderr, usage)
+		os.Exit(2)
+	}
+	var cmd command
+	switch os.Args[1] {
+	case "mount":
+		cmd = &mountCommand{}
+	case "status":
+		cmd = &statusCommand{}
+	case "journal":
+		cmd = &journalCommand{}
+	case "-h", "--help", "help":
+		fmt.Print(usage)
+		return
+	default:
+		fmt.Fprintf(os.Stderr, "drfs: unknown command %q\n\n%s", os.Args[1], usage)
+		os.Exit(2)
+	}
+	if err := cmd.ParseFlags(os.Args[2:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return
+		}
+		fmt.Fprintf(os.Stderr, "drfs %s: %v\n", os.Args[1], err)
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if err := cmd.Run(ctx); err != nil {
+		fmt.Fprintf(os.Stderr, "drfs %s: %v\n", os.Args[1], err)
+		os.Exit(1)
+	}
+}
+
+// parseInterspersed parses flags that may appear before or after positional arguments and
+// returns the positional ones.
+func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			return pos, nil
+		}
+		pos = append(pos, args[0])
+		args = args[1:]
+	}
+}

@@ -1,0 +1,205 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	drfsfs "drfs/fs"
+	"drfs/volume"
+)
+
+type mountCommand struct {
+	source, state, name, metrics string
+	mountpoint                   string
+	checkpoint                   time.Duration
+	debug                        bool
+}
+
+func (c *mountCommand) ParseFlags(args []string) error {
+	fs := flag.NewFlagSet("drfs mount", flag.ContinueOnError)
+	fs.StringVar(&c.source, "source", "", "directory that holds the real files (required)")
+	fs.StringVar(&c.state, "state", "", "directory for the journal and metadata, outside source and mountpoint (required)")
+	fs.StringVar(&c.name, "volume", "", "volume name (default: base name of the source)")
+	fs.StringVar(&c.metrics, "metrics", "", "serve Prometheus metrics on this address, e.g. 127.0.0.1:9750")
+	fs.DurationVar(&c.checkpoint, "checkpoint-interval", volume.DefaultCheckpointInterval, "how often source files are synced and the journal trimmed")
+	fs.BoolVar(&c.debug, "debug", false, "log every FUSE request")
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), "Usage: drfs mount --source DIR --state DIR [--volume NAME] [--metrics ADDR] MOUNTPOINT")
+		fs.PrintDefaults()
+	}
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return errors.New("exactly one MOUNTPOINT is required")
+	}
+	c.mountpoint = pos[0]
+	if c.source == "" || c.state == "" {
+		return errors.New("--source and --state are required")
+	}
+	if st, err := os.Stat(c.mountpoint); err != nil || !st.IsDir() {
+		return fmt.Errorf("mountpoint %s must be an existing directory", c.mountpoint)
+	}
+	return nil
+}
+
+func (c *mountCommand) Run(ctx context.Context) error {
+	logger := log.New(os.Stderr, "drfs: ", log.LstdFlags)
+	vol, err := volume.Open(volume.Config{
+		Source: c.source, State: c.state, Mountpoint: c.mountpoint, Name: c.name,
+		CheckpointInterval: c.checkpoint, Logf: logger.Printf,
+	})
+	if err != nil {
+		return err
+	}
+	closeVol := func() {
+		if err := vol.Close(); err != nil {
+			logger.Printf("close volume: %v", err)
+		}
+	}
+	reportStart(logger, vol)
+
+	root, err := drfsfs.NewRoot(vol)
+	if err != nil {
+		closeVol()
+		return err
+	}
+	attr := time.Second
+	opts := &gofs.Options{
+		AttrTimeout:  &attr,
+		EntryTimeout: &attr,
+		MountOptions: fuse.MountOptions{
+			AllowOther:    os.Geteuid() == 0,
+			FsName:        "drfs:" + vol.Name(),
+			Name:          "drfs",
+			MaxWrite:      1 << 20,
+			MaxBackground: 128,
+			DirectMount:   true,
+			EnableLocks:   true,
+			Debug:         c.debug,
+			// Kernel passthrough would let writes bypass the journal.
+			DisabledCapabilities: fuse.CAP_PASSTHROUGH,
+		},
+	}
+	if os.Geteuid() == 0 {
+		opts.MountOptions.Options = append(opts.MountOptions.Options, "default_permissions")
+	}
+	server, err := gofs.Mount(c.mountpoint, root, opts)
+	if err != nil {
+		closeVol()
+		return fmt.Errorf("mount %s: %w", c.mountpoint, err)
+	}
+	mnt, _ := filepath.Abs(c.mountpoint)
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if err := vol.RegisterMetrics(reg); err != nil {
+		logger.Printf("metrics: %v", err)
+	}
+	if err := vol.Journal().RegisterMetrics(reg); err != nil {
+		logger.Printf("metrics: %v", err)
+	}
+	var servers []*http.Server
+	if c.metrics != "" {
+		srv, err := serveHTTP("tcp", c.metrics, promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), logger)
+		if err != nil {
+			unmount(server, mnt, logger)
+			closeVol()
+			return fmt.Errorf("metrics listener: %w", err)
+		}
+		servers = append(servers, srv)
+	}
+	ctl, err := serveControl(vol, mnt, logger)
+	if err != nil {
+		logger.Printf("control socket: %v (drfs status will read the state dir instead)", err)
+	} else {
+		servers = append(servers, ctl)
+	}
+	logger.Printf("mounted volume %s (%s) from %s on %s", vol.Name(), vol.ID(), vol.Source(), mnt)
+	fmt.Println("mounted")
+
+	done := make(chan struct{})
+	go func() { server.Wait(); close(done) }()
+	select {
+	case <-ctx.Done():
+		logger.Printf("stopping: syncing journal and unmounting %s", mnt)
+		if err := vol.Sync(); err != nil {
+			logger.Printf("sync journal: %v", err)
+		}
+		unmount(server, mnt, logger)
+		<-done
+	case <-done:
+		logger.Printf("%s was unmounted", mnt)
+	}
+	for _, s := range servers {
+		s.Close()
+	}
+	if err := vol.Close(); err != nil {
+		return fmt.Errorf("close volume: %w", err)
+	}
+	logger.Printf("stopped cleanly at checkpoint seq %d", vol.CheckpointSeq())
+	return nil
+}
+
+func reportStart(logger *log.Logger, vol *volume.Volume) {
+	st := vol.Start()
+	switch {
+	case st.New:
+		logger.Printf("initialised new volume %s", vol.Name())
+	case st.Unclean:
+		logger.Printf("last stop was not clean: replayed %d journal records, marked %d hot regions for resync", st.Replayed, st.HotRegions)
+	}
+	if st.Recovery.TornBytes > 0 {
+		logger.Printf("journal tail was torn: cut %d bytes, kept in %s", st.Recovery.TornBytes, st.Recovery.BrokenFile)
+	}
+	if st.ChangedBack > 0 {
+		logger.Printf("%d files were changed in the source while drfs was not mounted; marked for resync", st.ChangedBack)
+	}
+}
+
+// unmount asks the kernel to unmount; while the mount is busy (a guest still has files open)
+// it retries for a while and then detaches it lazily, so the daemon keeps serving open files
+// until they are closed.
+func unmount(server *fuse.Server, mnt string, logger *log.Logger) {
+	for i := 0; i < 20; i++ {
+		if err := server.Unmount(); err == nil {
+			return
+		} else if i == 0 {
+			logger.Printf("unmount %s: %v; retrying", mnt, err)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	logger.Printf("%s is busy: detaching lazily; drfs stops when the last open file is closed", mnt)
+	if err := lazyUnmount(mnt); err != nil {
+		logger.Printf("lazy unmount: %v", err)
+	}
+}
+
+func serveHTTP(network, addr string, h http.Handler, logger *log.Logger) (*http.Server, error) {
+	ln, err := net.Listen(network, addr)
+	if err != nil {
+		return nil, err
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			logger.Printf("http %s: %v", addr, err)
+		}
+	}()
+	return srv, nil
+}

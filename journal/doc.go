@@ -1,0 +1,142 @@
+/*
+Package journal is the write-ahead log of a drfs volume: an append-only,
+segmented, checksummed log of every mutation, each record numbered by a
+monotonically increasing sequence number (Seq, the first record is 1).
+
+The FUSE layer calls Append for every guest write before it writes the
+backing file, and Sync when the guest fsyncs. The shipper reads records with
+Read and, once a change log is acknowledged and the backing files are
+checkpointed, drops old segments with Release.
+
+# Files
+
+A journal is a directory:
+
+	0000000000000001.seg       segments, named by the seq of their first
+	0000000000001a2b.seg       record (%016x), ordered by name
+	prealloc-7.tmp             the zero-filled spare segment (deleted by Open)
+	broken/<seg>.<off>.broken  bytes cut from a torn or corrupt tail
+
+Segments are preallocated (default 64 MiB) by a background goroutine that
+writes real zeros and fsyncs them, so the blocks of the next segment exist
+before any record goes in: a later fdatasync never logs block allocation, and a
+full disk shows up as ENOSPC from Append, never as SIGBUS on the mapping. A
+rollover writes the header into the spare, renames it to its final name and
+makes it the active segment; the flush loop fsyncs the directory before any
+record in it is reported durable. A record larger than a segment gets a
+segment sized to fit. The unused tail of a segment stays zero.
+
+# Segment header
+
+	+----------------+-------------+-------------+----------------+-----------+-----------+
+	| magic (8B)     | version (4B)| hdr size(4B)| first seq (8B) | 0 (4B)    | CRC (4B)  |
+	| "DRFSJRN1"     | 1           | 32          |                |           |           |
+	+----------------+-------------+-------------+----------------+-----------+-----------+
+
+All integers are little-endian. CRC is CRC-32C (Castagnoli) of the first 28
+bytes. The first seq must match the file name.
+
+# Record frame
+
+Records follow the header back to back, each frame starting at an offset
+that is a multiple of 8:
+
+	+----------+------------+----------+-----------+-------------------+----------------+
+	| CRC (4B) | length (4B)| seq (8B) | type (1B) | payload (length B)| zero pad to 8B |
+	+----------+------------+----------+-----------+-------------------+----------------+
+
+CRC is CRC-32C over length, seq, type and payload. The seq of each frame must
+be the previous one plus one (the first equals the header's first seq), which
+rejects stale bytes that happen to carry a valid CRC. Type 0 is invalid. A
+frame whose first 16 bytes are zero marks the end of the written data: seq 0
+is never valid, so a real record never looks like that.
+
+An appender writes length, seq and type first, then the payload, then the CRC
+last. A frame interrupted by the death of the process therefore never has a
+valid CRC, and any non-zero byte in it implies its length is there.
+
+These constants are part of the format and must not be changed without
+bumping the version: segMagic, formatVersion, segHeaderSize (32), frameHeader
+(17), frameAlign (8), the CRC-32C polynomial, the record type values and the
+op encoding below.
+
+# Reading a segment: three outcomes
+
+Scanning a segment stops at the first frame that is not valid and reports
+one of:
+
+  - io.EOF: clean end, only zeros from there to the end of the file.
+  - io.ErrUnexpectedEOF: torn tail, a frame cut by the end of the file, or a
+    bad frame followed only by zeros up to the end of the segment: the last
+    thing written was interrupted.
+  - ErrCRCMismatch: corruption, a bad frame (checksum, seq, type, non-zero
+    padding) followed by more non-zero data, or non-zero data after an end
+    marker.
+
+# Durability
+
+Append takes a mutex only to assign the seq and reserve the byte range (and
+to roll over), then copies the frame into the MAP_SHARED mapping of the
+active segment outside the lock, so concurrent appenders copy in parallel.
+A published watermark advances over contiguous completed records. Append
+returns once the watermark covers its own seq: its bytes and those of every
+earlier record are in the page cache, so they survive kill -9 of the process.
+(Waiting for earlier records costs at most the tail of their memcpy; it
+guarantees that an acknowledged record never sits behind a hole, which
+recovery would have to cut.)
+
+Sync(seq) waits for the watermark to cover seq and asks the flush loop, the
+only goroutine that syncs, to fdatasync the segments holding records up to
+the watermark (and fsync the directory for new segments). Every Sync covered
+by that one fdatasync returns together: group commit. A failed fdatasync is
+sticky; the journal returns that error from then on.
+
+# Recovery
+
+Open scans every segment in order, checking headers, CRCs and that seqs are
+contiguous across segments (a gap is ErrSeqGap). Then:
+
+  - The last segment may end in a torn or corrupt tail: the bytes from the bad
+    frame to the last non-zero byte are saved to
+    broken/<segment>.<offset>.broken (fsynced), zeroed in the segment and the
+    segment fsynced. RecoveryInfo reports how much was cut and where it went.
+  - The second-to-last segment may end in a torn tail (io.ErrUnexpectedEOF)
+    only: that is an append in flight across a rollover, so nothing in the last
+    segment was acknowledged. Its tail is cut as above and the last segment is
+    moved to broken/<segment>.0.broken.
+  - Any other bad frame fails Open with an error wrapping ErrCRCMismatch or
+    io.ErrUnexpectedEOF that names the segment and offset: acknowledged
+    records are never dropped silently.
+
+Because Append waits for the watermark, after kill -9 every acknowledged
+record precedes the first bad frame; records after it were never
+acknowledged, so cutting there loses nothing that was promised. (A flipped
+bit in the middle of the last segment is also cut there, and reported.)
+
+# Op encoding
+
+The payload of each record type is one Op (op.go). Fields are encoded in
+struct order: unsigned integers as minimal uvarints, signed ones (offsets,
+sizes, times in Unix ns) as minimal zig-zag varints, strings and byte slices
+as a uvarint length followed by the bytes. OpWrite is the exception: its Data
+is the rest of the payload without a length, so AppendWriteHeader(path, off)
+followed by the data is the whole payload and Append can take the data as a
+separate part without another copy.
+
+	OpWrite:  | len | path | varint off | data ...                     |
+	OpHot:    | uvarint ino | uvarint region |
+
+DecodeOp is strict: every length is bounds-checked, integers must be
+minimally encoded, trailing bytes are rejected and paths must be relative,
+clean, NUL-free, within the volume and at most 4096 bytes (ValidPath); "."
+(the root) is accepted only by setattr and xattr ops. After DecodeOp,
+OpWrite.Data and OpSetxattr.Value alias the payload.
+
+# Metrics
+
+Open builds the collectors; RegisterMetrics adds them to a registry:
+drfs_journal_fsync_duration_seconds, drfs_journal_records_appended_total,
+drfs_journal_bytes_appended_total, drfs_journal_fsyncs_total,
+drfs_journal_size_bytes, drfs_journal_last_seq and drfs_journal_durable_seq.
+*/
+package journal

@@ -1,0 +1,227 @@
+package volume
+
+import (
+	"fmt"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"drfs/journal"
+)
+
+// Target names the file a data mutation acts on. JournalPath is called with the volume's
+// operation lock held, so the path it returns is ordered correctly against journaled renames.
+type Target interface {
+	// JournalPath returns the file's path relative to the volume root, or ok=false when the
+	// file has no name any more (unlinked while open): its changes are invisible to everyone
+	// else and are not journaled.
+	JournalPath() (path string, ok bool)
+}
+
+// hotKey identifies an activity-log region: the backing inode and the region index.
+type hotKey struct{ ino, region uint64 }
+
+type hotEntry struct {
+	done chan struct{}
+	err  error
+}
+
+// hotEpoch is the set of regions recorded hot since the last checkpoint. A checkpoint swaps in
+// a new, empty epoch while no mutation is in flight.
+type hotEpoch struct {
+	m sync.Map // hotKey -> *hotEntry
+}
+
+func newHotEpoch() *hotEpoch { return &hotEpoch{} }
+
+// markHot makes sure every region of [off, off+n) of ino is durably recorded as hot in the
+// current epoch before the caller modifies it (DRBD's activity log). Only the first write to a
+// region per checkpoint epoch pays for a journal sync; concurrent first writers share it, and a
+// range covering many new regions records them all under one sync.
+func (v *Volume) markHot(ino uint64, off, n int64) error {
+	if n <= 0 {
+		n = 1
+	}
+	ep := v.hot.Load()
+	rs := v.cfg.RegionSize
+	var mine []hotKey
+	var mineE []*hotEntry
+	var wait []*hotEntry
+	for r := uint64(off / rs); r <= uint64((off+n-1)/rs); r++ {
+		k := hotKey{ino, r}
+		if e, ok := ep.m.Load(k); ok {
+			wait = append(wait, e.(*hotEntry))
+			continue
+		}
+		he := &hotEntry{done: make(chan struct{})}
+		if actual, loaded := ep.m.LoadOrStore(k, he); loaded {
+			wait = append(wait, actual.(*hotEntry))
+			continue
+		}
+		mine = append(mine, k)
+		mineE = append(mineE, he)
+	}
+	if len(mine) > 0 {
+		t0 := time.Now()
+		var seq journal.Seq
+		var err error
+		for _, k := range mine {
+			if seq, err = v.j.Append(journal.RecHot, journal.EncodeOp(journal.OpHot{Ino: ino, Region: k.region})); err != nil {
+				break
+			}
+		}
+		if err == nil {
+			err = v.j.Sync(seq)
+		}
+		for i, he := range mineE {
+			he.err = err
+			if err != nil {
+				ep.m.Delete(mine[i])
+			}
+			close(he.done)
+		}
+		if err != nil {
+			return fmt.Errorf("record hot region: %w", err)
+		}
+		v.m.hotMarks.Add(float64(len(mine)))
+		v.m.hotDur.Observe(time.Since(t0).Seconds())
+	}
+	for _, he := range wait {
+		<-he.done
+		if he.err != nil {
+			return fmt.Errorf("record hot region: %w", he.err)
+		}
+	}
+	return nil
+}
+
+// Write journals data at off of the file and then writes it to fd. It returns when the record
+// is in the journal (surviving a daemon crash) and the data is in the backing file.
+func (v *Volume) Write(t Target, ino uint64, fd int, data []byte, off int64) (int, error) {
+	v.opLock.RLock()
+	defer v.opLock.RUnlock()
+	path, ok := t.JournalPath()
+	if ok {
+		if err := v.markHot(ino, off, int64(len(data))); err != nil {
+			return 0, err
+		}
+		var hdr [128]byte
+		h := journal.AppendWriteHeader(hdr[:0], path, ino, off)
+		if _, err := v.j.Append(journal.RecWrite, h, data); err != nil {
+			return 0, fmt.Errorf("journal write: %w", err)
+		}
+		v.appended.Add(int64(len(h) + len(data)))
+	}
+	n, err := pwriteFull(fd, data, off)
+	if err != nil && ok {
+		// The journal holds bytes the source may not: let resync compare this range.
+		v.resyncLater(path, off, int64(len(data)), "backing write failed: "+err.Error())
+	}
+	return n, err
+}
+
+// DataOp journals the op mk builds for the file's current path (a truncate or fallocate of ino)
+// with the region [hotOff, hotOff+hotLen) marked hot, then runs do, which performs it on the
+// backing file.
+func (v *Volume) DataOp(t Target, ino uint64, mk func(path string) journal.Op, hotOff, hotLen int64, do func() error) error {
+	v.opLock.RLock()
+	defer v.opLock.RUnlock()
+	path, ok := t.JournalPath()
+	if ok {
+		if err := v.markHot(ino, hotOff, hotLen); err != nil {
+			return err
+		}
+		op := mk(path)
+		b := journal.EncodeOp(op)
+		if _, err := v.j.Append(op.Type(), b); err != nil {
+			return fmt.Errorf("journal %T: %w", op, err)
+		}
+		v.appended.Add(int64(len(b)))
+	}
+	err := do()
+	if err != nil && ok {
+		v.resyncLater(path, 0, -1, "backing operation failed: "+err.Error())
+	}
+	return err
+}
+
+// LockNamespace takes the operation lock exclusively for a namespace or attribute mutation:
+// the caller performs the syscall, then Record()s the op, then calls the returned unlock.
+func (v *Volume) LockNamespace() (unlock func()) {
+	v.opLock.Lock()
+	return v.opLock.Unlock
+}
+
+// Record journals a namespace or attribute op that has already been applied to the source.
+// The caller holds LockNamespace. If the journal refuses it, the path is marked for resync so
+// the replica cannot silently miss the change.
+func (v *Volume) Record(op journal.Op) error {
+	b := journal.EncodeOp(op)
+	if _, err := v.j.Append(op.Type(), b); err != nil {
+		v.resyncLater(opPath(op), 0, -1, "journal append failed: "+err.Error())
+		return fmt.Errorf("journal %T: %w", op, err)
+	}
+	v.appended.Add(int64(len(b)))
+	return nil
+}
+
+func (v *Volume) resyncLater(path string, off, n int64, reason string) {
+	if err := v.meta.AddResync([]Extent{{Path: path, Off: off, Len: n, Reason: reason}}); err != nil {
+		v.logf("record resync of %s: %v", path, err)
+	}
+}
+
+func pwriteFull(fd int, data []byte, off int64) (int, error) {
+	done := 0
+	for done < len(data) {
+		n, err := unix.Pwrite(fd, data[done:], off+int64(done))
+		if err == syscall.EINTR {
+			continue
+		}
+		if err != nil {
+			return done, err
+		}
+		if n == 0 {
+			return done, syscall.EIO
+		}
+		done += n
+	}
+	return done, nil
+}
+
+// opPath returns the primary path an op names.
+func opPath(op journal.Op) string {
+	switch o := op.(type) {
+	case journal.OpWrite:
+		return o.Path
+	case journal.OpTruncate:
+		return o.Path
+	case journal.OpFallocate:
+		return o.Path
+	case journal.OpCreate:
+		return o.Path
+	case journal.OpMkdir:
+		return o.Path
+	case journal.OpMknod:
+		return o.Path
+	case journal.OpSymlink:
+		return o.Path
+	case journal.OpLink:
+		return o.NewPath
+	case journal.OpUnlink:
+		return o.Path
+	case journal.OpRmdir:
+		return o.Path
+	case journal.OpRename:
+		return o.NewPath
+	case journal.OpSetattr:
+		return o.Path
+	case journal.OpSetxattr:
+		return o.Path
+	case journal.OpRemovexattr:
+		return o.Path
+	}
+	return "."
+}

@@ -1,0 +1,460 @@
+// Package volume is the FUSE-free core of a drfs primary: it owns the source directory, the
+// journal, the metadata store and the activity log, and turns each mutation into a journal
+// record before it reaches a source file. The fs package adapts go-fuse calls onto it.
+package volume
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"drfs/journal"
+)
+
+// Defaults for Config fields left zero.
+const (
+	DefaultRegionSize         = 4 << 20
+	DefaultCheckpointInterval = 30 * time.Second
+	DefaultCheckpointBytes    = 512 << 20
+)
+
+// ErrLocked is returned by Open when another drfs process holds the state directory.
+var ErrLocked = errors.New("volume: state directory in use")
+
+// Config describes one volume.
+type Config struct {
+	Source     string // directory holding the real files
+	State      string // journal and metadata; never inside Source or Mountpoint
+	Mountpoint string // optional; only used for validation
+	Name       string // volume name; defaults to the base name of Source
+
+	SegmentSize        int64         // journal segment size (journal default when 0)
+	RegionSize         int64         // activity-log region size (DefaultRegionSize when 0)
+	CheckpointInterval time.Duration // < 0 disables the periodic checkpoint
+	CheckpointBytes    int64         // checkpoint early when this much journal accumulated
+
+	Logf func(format string, args ...any)
+}
+
+// Volume is an open drfs volume on the primary.
+type Volume struct {
+	cfg    Config
+	src    string // absolute, symlinks resolved
+	srcFd  int    // directory fd of src, for syncfs
+	lock   *os.File
+	meta   *Meta
+	j      *journal.Journal
+	id     string
+	name   string
+	logf   func(string, ...any)
+	start  StartInfo
+	closed atomic.Bool
+
+	// opLock orders mutations against each other and against checkpoints. Data mutations
+	// (write, truncate, fallocate) hold it shared from path resolution until their backing
+	// syscall returned; namespace and attribute mutations hold it exclusively, so a data
+	// record's path is never stale relative to a rename journaled before it.
+	opLock sync.RWMutex
+
+	hot        atomic.Pointer[hotEpoch]
+	ckMu       sync.Mutex // serialises checkpoints
+	ckSeq      atomic.Uint64
+	ckJournal  atomic.Int64 // journal bytes appended at the last checkpoint
+	appended   atomic.Int64
+	retainFrom atomic.Pointer[func() journal.Seq]
+
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	m      *metrics
+}
+
+// StartInfo tells what Open found and did.
+type StartInfo struct {
+	New         bool                 // the state directory was initialised now
+	Unclean     bool                 // the last stop was not clean
+	Recovery    journal.RecoveryInfo // what the journal's own recovery cut
+	Replayed    int                  // journal records replayed into source files
+	HotRegions  int                  // activity-log regions marked for resync
+	ChangedBack int                  // files changed behind drfs's back, marked for resync
+}
+
+// Open validates cfg, locks the state directory, recovers and returns a volume ready for
+// mutations.
+func Open(cfg Config) (_ *Volume, err error) {
+	if cfg.RegionSize <= 0 {
+		cfg.RegionSize = DefaultRegionSize
+	}
+	if cfg.CheckpointInterval == 0 {
+		cfg.CheckpointInterval = DefaultCheckpointInterval
+	}
+	if cfg.CheckpointBytes <= 0 {
+		cfg.CheckpointBytes = DefaultCheckpointBytes
+	}
+	logf := cfg.Logf
+	if logf == nil {
+		logf = func(string, ...any) {}
+	}
+	src, state, err := validatePaths(cfg)
+	if err != nil {
+		return nil, err
+	}
+	v := &Volume{cfg: cfg, src: src, srcFd: -1, logf: logf, m: newMetrics()}
+	defer func() {
+		if err != nil {
+			v.closeFiles()
+		}
+	}()
+	if err := os.MkdirAll(state, 0o700); err != nil {
+		return nil, fmt.Errorf("create state dir: %w", err)
+	}
+	if v.lock, err = lockState(state); err != nil {
+		return nil, err
+	}
+	if v.srcFd, err = unix.Open(src, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0); err != nil {
+		return nil, fmt.Errorf("open source %s: %w", src, err)
+	}
+	if v.meta, err = OpenMeta(filepath.Join(state, "meta")); err != nil {
+		return nil, err
+	}
+	if err := v.identify(cfg.Name); err != nil {
+		return nil, err
+	}
+	if v.j, err = journal.Open(filepath.Join(state, "journal"), journal.Options{SegmentSize: cfg.SegmentSize, Logf: logf}); err != nil {
+		return nil, fmt.Errorf("open journal: %w", err)
+	}
+	v.start.Recovery = v.j.Recovery()
+	if err := v.recover(); err != nil {
+		return nil, err
+	}
+	v.hot.Store(newHotEpoch())
+	if err := v.meta.SetRunning(true); err != nil {
+		return nil, fmt.Errorf("mark running: %w", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	v.cancel = cancel
+	v.wg.Add(1)
+	go v.background(ctx)
+	return v, nil
+}
+
+// validatePaths resolves the configured directories and refuses layouts that would make drfs
+// journal its own state or recurse through its own mount.
+func validatePaths(cfg Config) (src, state string, err error) {
+	if cfg.Source == "" || cfg.State == "" {
+		return "", "", errors.New("both a source and a state directory are required")
+	}
+	st, err := os.Stat(cfg.Source)
+	if err != nil {
+		return "", "", fmt.Errorf("source %s: %w", cfg.Source, err)
+	}
+	if !st.IsDir() {
+		return "", "", fmt.Errorf("source %s is not a directory", cfg.Source)
+	}
+	if src, err = realPath(cfg.Source); err != nil {
+		return "", "", err
+	}
+	if state, err = realPath(cfg.State); err != nil {
+		return "", "", err
+	}
+	if within(state, src) {
+		return "", "", fmt.Errorf("state dir %s is inside the source %s: drfs would journal its own journal", state, src)
+	}
+	if within(src, state) {
+		return "", "", fmt.Errorf("source %s is inside the state dir %s", src, state)
+	}
+	if cfg.Mountpoint != "" {
+		mnt, err := realPath(cfg.Mountpoint)
+		if err != nil {
+			return "", "", err
+		}
+		if within(mnt, src) {
+			return "", "", fmt.Errorf("mountpoint %s is the source or inside it (%s): mount drfs on another directory and point the hypervisor there", mnt, src)
+		}
+		if within(state, mnt) {
+			return "", "", fmt.Errorf("state dir %s is inside the mountpoint %s", state, mnt)
+		}
+		if within(src, mnt) {
+			return "", "", fmt.Errorf("source %s is inside the mountpoint %s", src, mnt)
+		}
+	}
+	return src, state, nil
+}
+
+// realPath returns p absolute with symlinks resolved; a missing tail is kept as is, so a state
+// directory that does not exist yet can be checked too.
+func realPath(p string) (string, error) {
+	abs, err := filepath.Abs(p)
+	if err != nil {
+		return "", err
+	}
+	rest := ""
+	for cur := abs; ; cur = filepath.Dir(cur) {
+		if r, err := filepath.EvalSymlinks(cur); err == nil {
+			return filepath.Join(r, rest), nil
+		}
+		if cur == "/" {
+			return abs, nil
+		}
+		rest = filepath.Join(filepath.Base(cur), rest)
+	}
+}
+
+// within reports whether p is dir or below it.
+func within(p, dir string) bool {
+	return p == dir || strings.HasPrefix(p, dir+"/") || dir == "/"
+}
+
+func lockState(state string) (*os.File, error) {
+	f, err := os.OpenFile(filepath.Join(state, "LOCK"), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("open lock: %w", err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		pid, _ := os.ReadFile(f.Name())
+		f.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return nil, fmt.Errorf("%w: %s is used by a running drfs (pid %s)", ErrLocked, state, strings.TrimSpace(string(pid)))
+		}
+		return nil, fmt.Errorf("lock %s: %w", state, err)
+	}
+	_ = f.Truncate(0)
+	_, _ = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+	return f, nil
+}
+
+// identify loads the volume identity or creates it on first use, and refuses a state directory
+// that belongs to another volume.
+func (v *Volume) identify(name string) error {
+	id, err := v.meta.String(keyVolumeID)
+	if err != nil {
+		return err
+	}
+	if name == "" {
+		name = filepath.Base(v.src)
+	}
+	if id == "" {
+		var b [8]byte
+		if _, err := rand.Read(b[:]); err != nil {
+			return err
+		}
+		id = hex.EncodeToString(b[:])
+		for k, val := range map[string]string{keyVolumeName: name, keySource: v.src, keyVolumeID: id} {
+			if err := v.meta.set(k, []byte(val)); err != nil {
+				return fmt.Errorf("record volume identity: %w", err)
+			}
+		}
+		v.start.New = true
+	} else {
+		have, _ := v.meta.String(keyVolumeName)
+		haveSrc, _ := v.meta.String(keySource)
+		if v.cfg.Name != "" && have != v.cfg.Name {
+			return fmt.Errorf("state dir belongs to volume %q (source %s), not %q", have, haveSrc, v.cfg.Name)
+		}
+		if haveSrc != v.src {
+			return fmt.Errorf("state dir belongs to volume %q with source %s, not %s; use a new state dir for a new volume", have, haveSrc, v.src)
+		}
+		name = have
+	}
+	v.id, v.name = id, name
+	return nil
+}
+
+// ID returns the volume's unique ID.
+func (v *Volume) ID() string { return v.id }
+
+// Name returns the volume's name.
+func (v *Volume) Name() string { return v.name }
+
+// Source returns the resolved source directory.
+func (v *Volume) Source() string { return v.src }
+
+// Journal exposes the journal to the shipper.
+func (v *Volume) Journal() *journal.Journal { return v.j }
+
+// Meta exposes the metadata store.
+func (v *Volume) Meta() *Meta { return v.meta }
+
+// Start tells what Open found.
+func (v *Volume) Start() StartInfo { return v.start }
+
+// CheckpointSeq returns the last checkpoint.
+func (v *Volume) CheckpointSeq() uint64 { return v.ckSeq.Load() }
+
+// SetRetention installs fn, which returns the first seq a consumer (the shipper) still needs;
+// journal segments at or after it are kept even when checkpointed.
+func (v *Volume) SetRetention(fn func() journal.Seq) { v.retainFrom.Store(&fn) }
+
+func (v *Volume) background(ctx context.Context) {
+	defer v.wg.Done()
+	interval := v.cfg.CheckpointInterval
+	if interval < 0 {
+		interval = time.Hour
+	}
+	tick := time.NewTicker(min(interval, 5*time.Second))
+	defer tick.Stop()
+	gc := time.NewTicker(10 * time.Minute)
+	defer gc.Stop()
+	last := time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-gc.C:
+			v.meta.RunGC()
+		case <-tick.C:
+			due := v.cfg.CheckpointInterval > 0 && time.Since(last) >= v.cfg.CheckpointInterval
+			if v.appended.Load()-v.ckJournal.Load() >= v.cfg.CheckpointBytes {
+				due = true
+			}
+			if !due || v.j.LastSeq() == journal.Seq(v.ckSeq.Load()) {
+				continue
+			}
+			if err := v.Checkpoint(); err != nil {
+				v.logf("checkpoint: %v", err)
+			}
+			last = time.Now()
+		}
+	}
+}
+
+// Checkpoint makes every journaled mutation durable in the source files, records the
+// checkpoint seq, starts a new activity-log epoch and releases journal segments nobody needs.
+func (v *Volume) Checkpoint() error {
+	v.ckMu.Lock()
+	defer v.ckMu.Unlock()
+	t0 := time.Now()
+	// Barrier: with opLock held exclusively no mutation is between its journal append and its
+	// backing syscall, so every record <= seq has reached a source file.
+	v.opLock.Lock()
+	seq := v.j.LastSeq()
+	v.hot.Store(newHotEpoch())
+	appended := v.appended.Load()
+	v.opLock.Unlock()
+
+	if err := unix.Syncfs(v.srcFd); err != nil {
+		return fmt.Errorf("syncfs %s: %w", v.src, err)
+	}
+	files, err := walkSource(v.src)
+	if err != nil {
+		return fmt.Errorf("scan source: %w", err)
+	}
+	if err := v.meta.ReplaceFiles(files); err != nil {
+		return fmt.Errorf("record file table: %w", err)
+	}
+	if err := v.meta.SetCheckpoint(uint64(seq)); err != nil {
+		return fmt.Errorf("record checkpoint: %w", err)
+	}
+	v.ckSeq.Store(uint64(seq))
+	v.ckJournal.Store(appended)
+	if err := v.release(); err != nil {
+		v.logf("release journal: %v", err)
+	}
+	v.m.checkpointSeq.Set(float64(seq))
+	v.m.checkpointDur.Observe(time.Since(t0).Seconds())
+	return nil
+}
+
+// release drops journal segments that are both checkpointed and no longer needed by a consumer.
+func (v *Volume) release() error {
+	upTo := journal.Seq(v.ckSeq.Load())
+	if fn := v.retainFrom.Load(); fn != nil {
+		if need := (*fn)(); need > 0 && need-1 < upTo {
+			upTo = need - 1
+		}
+	}
+	if upTo == 0 {
+		return nil
+	}
+	return v.j.Release(upTo)
+}
+
+// Sync makes every record appended so far durable (group-committed with concurrent callers).
+func (v *Volume) Sync() error {
+	return v.j.Sync(v.j.LastSeq())
+}
+
+// Close checkpoints, records a clean stop and releases everything.
+func (v *Volume) Close() error {
+	if v.closed.Swap(true) {
+		return nil
+	}
+	if v.cancel != nil {
+		v.cancel()
+		v.wg.Wait()
+	}
+	var errs []error
+	if err := v.Checkpoint(); err != nil {
+		errs = append(errs, err)
+	} else if err := v.meta.SetRunning(false); err != nil {
+		errs = append(errs, err)
+	}
+	errs = append(errs, v.closeFiles())
+	return errors.Join(errs...)
+}
+
+func (v *Volume) closeFiles() error {
+	var errs []error
+	if v.j != nil {
+		errs = append(errs, v.j.Close())
+		v.j = nil
+	}
+	if v.meta != nil {
+		errs = append(errs, v.meta.Close())
+		v.meta = nil
+	}
+	if v.srcFd >= 0 {
+		unix.Close(v.srcFd)
+		v.srcFd = -1
+	}
+	if v.lock != nil {
+		v.lock.Close()
+		v.lock = nil
+	}
+	return errors.Join(errs...)
+}
+
+// walkSource returns the stat of every regular file, directory and symlink below src, by path
+// relative to src.
+func walkSource(src string) (map[string]FileStat, error) {
+	out := map[string]FileStat{}
+	err := filepath.WalkDir(src, func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			if errors.Is(err, os.ErrNotExist) {
+				return nil // removed while walking
+			}
+			return err
+		}
+		rel, _ := filepath.Rel(src, p)
+		var st unix.Stat_t
+		if err := unix.Lstat(p, &st); err != nil {
+			if errors.Is(err, syscall.ENOENT) {
+				return nil
+			}
+			return err
+		}
+		out[rel] = FileStat{
+			Ino:   st.Ino,
+			Size:  st.Size,
+			Mtime: st.Mtim.Nano(),
+			Ctime: st.Ctim.Nano(),
+			Mode:  st.Mode,
+		}
+		return nil
+	})
+	return out, err
+}
+
+// StateDir returns the resolved state directory.
+func (v *Volume) StateDir() string { return filepath.Dir(v.lock.Name()) }
