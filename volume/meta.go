@@ -19,8 +19,12 @@ const (
 	keySource     = "volume/source"     // absolute source path the state belongs to
 	keyCheckpoint = "volume/checkpoint" // 8-byte big-endian seq
 	keyRunning    = "volume/running"    // present while mounted; left behind by an unclean stop
-	prefixFile    = "file/"             // file/<path> -> FileStat, recorded at checkpoint/clean stop
-	prefixResync  = "resync/"           // resync/<path>\x00<off16x> -> Extent
+	keyGeneration = "volume/generation" // 8-byte big-endian; 1 when absent
+	// KeyShipNext is where the shipper records the last seq it shipped (or folded into a
+	// pending resync).
+	KeyShipNext  = "ship/next"
+	prefixFile   = "file/"   // file/<path> -> FileStat, recorded at checkpoint/clean stop
+	prefixResync = "resync/" // resync/<path>\x00<off16x> -> Extent
 )
 
 // FileStat is what drfs recorded about a source file when it last knew the file's content was
@@ -246,4 +250,20 @@ func (m *Meta) scan(prefix string, fn func(k string, v []byte) error) error {
 
 func (m *Meta) dropPrefix(prefix string) error {
 	return m.db.DropPrefix([]byte(prefix))
+}
+
+// Uint returns an integer value stored under key (0 when absent).
+func (m *Meta) Uint(key string) (uint64, error) {
+	v, err := m.get(key)
+	if err != nil || len(v) != 8 {
+		return 0, err
+	}
+	return binary.BigEndian.Uint64(v), nil
+}
+
+// SetUint durably stores an integer value under key.
+func (m *Meta) SetUint(key string, val uint64) error {
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], val)
+	return m.set(key, b[:])
 }

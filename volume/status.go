@@ -23,6 +23,8 @@ type Status struct {
 	CheckpointSeq   uint64   `json:"checkpoint_seq"`
 	JournalBytes    int64    `json:"journal_bytes"`
 	Clean           bool     `json:"clean"` // the last stop was clean
+	Generation      uint64   `json:"generation"`
+	AckedSeq        uint64   `json:"acked_seq"` // last seq the replica acknowledged (as recorded here)
 	Resync          []Extent `json:"resync"`
 	LastError       string   `json:"last_error"`
 }
@@ -33,8 +35,9 @@ func (v *Volume) Status() Status {
 		Volume: v.name, VolumeID: v.id, Role: "primary", Mounted: true, Source: v.src,
 		JournalSeq: uint64(v.j.LastSeq()), JournalFirstSeq: uint64(v.j.FirstSeq()),
 		DurableSeq: uint64(v.j.DurableSeq()), CheckpointSeq: v.ckSeq.Load(),
-		JournalBytes: v.j.Size(), Clean: !v.start.Unclean,
+		JournalBytes: v.j.Size(), Clean: !v.start.Unclean, Generation: v.Generation(),
 	}
+	s.AckedSeq, _ = v.meta.Uint(KeyShipNext)
 	var err error
 	if s.Resync, err = v.meta.Resync(); err != nil {
 		s.LastError = err.Error()
@@ -70,6 +73,9 @@ func ReadStatus(state string) (Status, error) {
 	s.VolumeID, _ = m.String(keyVolumeID)
 	s.Source, _ = m.String(keySource)
 	s.CheckpointSeq, _ = m.Checkpoint()
+	s.AckedSeq, _ = m.Uint(KeyShipNext)
+	g, _ := m.Uint(keyGeneration)
+	s.Generation = max(g, 1)
 	running, err := m.Running()
 	if err != nil {
 		return s, err

@@ -458,3 +458,33 @@ func walkSource(src string) (map[string]FileStat, error) {
 
 // StateDir returns the resolved state directory.
 func (v *Volume) StateDir() string { return filepath.Dir(v.lock.Name()) }
+
+// Barrier returns a seq such that every record up to it has reached the source files: a
+// resync that reads the source after Barrier sees at least the state at that seq.
+func (v *Volume) Barrier() journal.Seq {
+	v.opLock.Lock()
+	defer v.opLock.Unlock()
+	return v.j.LastSeq()
+}
+
+// AppendedBytes returns the journal bytes appended since Open (data and metadata records).
+func (v *Volume) AppendedBytes() int64 { return v.appended.Load() }
+
+// Generation returns the volume's current generation (1 until a promotion changes it).
+func (v *Volume) Generation() uint64 {
+	g, _ := v.meta.Uint(keyGeneration)
+	return max(g, 1)
+}
+
+// ResyncPending reports whether extents wait for resync.
+func (v *Volume) ResyncPending() bool {
+	exts, err := v.meta.Resync()
+	return err == nil && len(exts) > 0
+}
+
+// ReleaseJournal drops journal segments that are checkpointed and no longer retained.
+func (v *Volume) ReleaseJournal() {
+	if err := v.release(); err != nil {
+		v.logf("release journal: %v", err)
+	}
+}

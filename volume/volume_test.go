@@ -178,7 +178,7 @@ func TestVolume_ChangedBehindBack(t *testing.T) {
 	createFile(t, v, "c.img")
 	v.Close()
 
-	os.WriteFile(filepath.Join(d.src, "a.img"), fill('y', 100), 0o644) // modified
+	os.WriteFile(filepath.Join(d.src, "a.img"), fill('y', 100), 0o644)  // modified
 	os.Remove(filepath.Join(d.src, "b.img"))                            // removed
 	os.WriteFile(filepath.Join(d.src, "new.img"), fill('z', 10), 0o644) // created
 

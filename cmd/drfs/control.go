@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"drfs/shipper"
 	"drfs/volume"
 )
 
@@ -19,15 +20,42 @@ import (
 // drfs answers local commands such as status.
 const controlSocket = "drfs.sock"
 
-func serveControl(vol *volume.Volume, mnt string, logger *log.Logger) (*http.Server, error) {
+// statusMap merges the volume's and the shipper's status into the flat object `drfs status
+// --json` prints.
+func statusMap(vs volume.Status, ss *shipper.Status) map[string]any {
+	m := map[string]any{}
+	merge := func(v any) {
+		b, _ := json.Marshal(v)
+		var part map[string]any
+		json.Unmarshal(b, &part)
+		for k, x := range part {
+			if k == "last_error" && x == "" && m[k] != nil && m[k] != "" {
+				continue
+			}
+			m[k] = x
+		}
+	}
+	merge(vs)
+	if ss != nil {
+		merge(ss)
+	}
+	return m
+}
+
+func serveControl(vol *volume.Volume, ship *shipper.Shipper, mnt string, logger *log.Logger) (*http.Server, error) {
 	path := filepath.Join(vol.StateDir(), controlSocket)
 	os.Remove(path) // a leftover of an unclean stop; the state lock is ours
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
-		st := vol.Status()
-		st.Mountpoint = mnt
+		vs := vol.Status()
+		vs.Mountpoint = mnt
+		var ss *shipper.Status
+		if ship != nil {
+			st := ship.Status()
+			ss = &st
+		}
 		w.Header().Set("Content-Type", "application/json")
-		json.NewEncoder(w).Encode(st)
+		json.NewEncoder(w).Encode(statusMap(vs, ss))
 	})
 	srv, err := serveHTTP("unix", path, mux, logger)
 	if err != nil {

@@ -15,8 +15,13 @@ import (
 const usage = `drfs — disaster-recovery filesystem for VM storage
 
 Usage:
-  drfs mount --source DIR --state DIR [--volume NAME] [--metrics ADDR] MOUNTPOINT
-  drfs status --state DIR [--json]
+  drfs mount --source DIR --state DIR [--volume NAME] [--metrics ADDR]
+             [--replica URL [--interval D|continuous | --rpo D] [--bwlimit N] [--journal-max N]
+              [--certs DIR]] MOUNTPOINT
+  drfs serve --dir DIR --listen ADDR --certs DIR [--keep-points N] [--keep-for D] [--metrics ADDR]
+  drfs certs --out DIR [--host NAME]...
+  drfs status (--state DIR | --dir DIR) [--json]
+  drfs points --dir DIR --volume NAME [--json]
   drfs journal dump --state DIR [--from SEQ] [--to SEQ]
 
 Run "drfs COMMAND -h" for the options of a command.
@@ -39,6 +44,12 @@ func main() {
 		cmd = &mountCommand{}
 	case "status":
 		cmd = &statusCommand{}
+	case "serve":
+		cmd = &serveCommand{}
+	case "certs":
+		cmd = &certsCommand{}
+	case "points":
+		cmd = &pointsCommand{}
 	case "journal":
 		cmd = &journalCommand{}
 	case "-h", "--help", "help":

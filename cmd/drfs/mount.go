@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -10,6 +11,8 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"time"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
@@ -19,6 +22,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	drfsfs "drfs/fs"
+	"drfs/shipper"
+	"drfs/tlsutil"
 	"drfs/volume"
 )
 
@@ -27,6 +32,54 @@ type mountCommand struct {
 	mountpoint                   string
 	checkpoint                   time.Duration
 	debug                        bool
+	repl                         replicationFlags
+}
+
+// replicationFlags are the primary's replication options.
+type replicationFlags struct {
+	url        string
+	interval   string
+	rpo        time.Duration
+	bwlimit    string
+	journalMax string
+	certs      string
+	insecure   bool
+
+	schedule shipper.Schedule
+	bw, jmax int64
+}
+
+func (r *replicationFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&r.url, "replica", "", "replicate to https://HOST:PORT (drfs serve) or file:///DIR")
+	fs.StringVar(&r.interval, "interval", "", `ship every DURATION (e.g. 30s, 5m) or "continuous" (default 30s)`)
+	fs.DurationVar(&r.rpo, "rpo", 0, "ship early enough to keep replica lag under this target (instead of --interval)")
+	fs.StringVar(&r.bwlimit, "bwlimit", "", "bandwidth limit to the replica, bytes per second (e.g. 20M)")
+	fs.StringVar(&r.journalMax, "journal-max", "", "journal size kept for an absent replica before degrading to a dirty-extent map (e.g. 10G)")
+	fs.StringVar(&r.certs, "certs", "", "directory made by `drfs certs` (ca.pem, primary.pem, primary-key.pem)")
+	fs.BoolVar(&r.insecure, "insecure", false, "allow a plaintext http:// replica on a loopback address (tests only)")
+}
+
+func (r *replicationFlags) validate() error {
+	if r.url == "" {
+		if r.interval != "" || r.rpo != 0 || r.bwlimit != "" || r.journalMax != "" {
+			return errors.New("--interval, --rpo, --bwlimit and --journal-max need --replica")
+		}
+		return nil
+	}
+	var err error
+	if r.schedule, err = shipper.ParseSchedule(r.interval, r.rpo); err != nil {
+		return err
+	}
+	if r.bw, err = parseSize(r.bwlimit); err != nil {
+		return fmt.Errorf("--bwlimit: %w", err)
+	}
+	if r.jmax, err = parseSize(r.journalMax); err != nil {
+		return fmt.Errorf("--journal-max: %w", err)
+	}
+	if strings.HasPrefix(r.url, "https://") && r.certs == "" {
+		return errors.New("an https replica needs --certs DIR (create one with `drfs certs`)")
+	}
+	return nil
 }
 
 func (c *mountCommand) ParseFlags(args []string) error {
@@ -37,6 +90,7 @@ func (c *mountCommand) ParseFlags(args []string) error {
 	fs.StringVar(&c.metrics, "metrics", "", "serve Prometheus metrics on this address, e.g. 127.0.0.1:9750")
 	fs.DurationVar(&c.checkpoint, "checkpoint-interval", volume.DefaultCheckpointInterval, "how often source files are synced and the journal trimmed")
 	fs.BoolVar(&c.debug, "debug", false, "log every FUSE request")
+	c.repl.register(fs)
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "Usage: drfs mount --source DIR --state DIR [--volume NAME] [--metrics ADDR] MOUNTPOINT")
 		fs.PrintDefaults()
@@ -55,7 +109,7 @@ func (c *mountCommand) ParseFlags(args []string) error {
 	if st, err := os.Stat(c.mountpoint); err != nil || !st.IsDir() {
 		return fmt.Errorf("mountpoint %s must be an existing directory", c.mountpoint)
 	}
-	return nil
+	return c.repl.validate()
 }
 
 func (c *mountCommand) Run(ctx context.Context) error {
@@ -124,7 +178,21 @@ func (c *mountCommand) Run(ctx context.Context) error {
 		}
 		servers = append(servers, srv)
 	}
-	ctl, err := serveControl(vol, mnt, logger)
+	var ship *shipper.Shipper
+	shipDone := make(chan struct{})
+	shipCtx, stopShip := context.WithCancel(context.Background())
+	defer stopShip()
+	if c.repl.url != "" {
+		ship, err = c.startShipper(shipCtx, vol, reg, logger, shipDone)
+		if err != nil {
+			unmount(server, mnt, logger)
+			closeVol()
+			return err
+		}
+	} else {
+		close(shipDone)
+	}
+	ctl, err := serveControl(vol, ship, mnt, logger)
 	if err != nil {
 		logger.Printf("control socket: %v (drfs status will read the state dir instead)", err)
 	} else {
@@ -146,6 +214,8 @@ func (c *mountCommand) Run(ctx context.Context) error {
 	case <-done:
 		logger.Printf("%s was unmounted", mnt)
 	}
+	stopShip()
+	<-shipDone
 	for _, s := range servers {
 		s.Close()
 	}
@@ -202,4 +272,65 @@ func serveHTTP(network, addr string, h http.Handler, logger *log.Logger) (*http.
 		}
 	}()
 	return srv, nil
+}
+
+// startShipper connects the volume to its replica and starts shipping in the background.
+func (c *mountCommand) startShipper(ctx context.Context, vol *volume.Volume, reg *prometheus.Registry, logger *log.Logger, done chan struct{}) (*shipper.Shipper, error) {
+	var tlsConf *tls.Config
+	if c.repl.certs != "" {
+		var err error
+		if _, tlsConf, err = tlsutil.LoadDir(c.repl.certs, "primary"); err != nil {
+			return nil, err
+		}
+	}
+	target, err := shipper.OpenTarget(c.repl.url, vol.Name(), tlsConf, c.repl.insecure, logger.Printf)
+	if err != nil {
+		return nil, err
+	}
+	cfg := shipper.Config{
+		Volume: vol, Target: target, Schedule: c.repl.schedule, BWLimit: c.repl.bw,
+		JournalMax: c.repl.jmax, Logf: logger.Printf,
+	}
+	cfg.Progress = progressBar("initial sync")
+	ship, err := shipper.New(cfg)
+	if err != nil {
+		target.Close()
+		return nil, err
+	}
+	if err := ship.RegisterMetrics(reg); err != nil {
+		logger.Printf("metrics: %v", err)
+	}
+	logger.Printf("replicating to %s, %s", target, c.repl.schedule)
+	go func() {
+		defer close(done)
+		defer target.Close()
+		ship.Run(ctx)
+	}()
+	return ship, nil
+}
+
+// parseSize parses a byte count with an optional K, M, G or T suffix (powers of 1024).
+func parseSize(s string) (int64, error) {
+	if s == "" {
+		return 0, nil
+	}
+	mult := int64(1)
+	switch strings.ToUpper(s[len(s)-1:]) {
+	case "K":
+		mult = 1 << 10
+	case "M":
+		mult = 1 << 20
+	case "G":
+		mult = 1 << 30
+	case "T":
+		mult = 1 << 40
+	}
+	if mult > 1 {
+		s = s[:len(s)-1]
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("%q is not a size (e.g. 512M, 10G)", s)
+	}
+	return n * mult, nil
 }

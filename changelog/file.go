@@ -1,0 +1,77 @@
+package changelog
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"path/filepath"
+)
+
+// WriteFile writes l to dir under FileName(l.Header), atomically: it writes
+// a temporary file in dir, fsyncs it, renames it into place and fsyncs dir.
+// A journal log already there (the same seq range) is replaced.
+func WriteFile(dir string, l *Log) (path string, st Stats, err error) {
+	f, err := os.CreateTemp(dir, ".tmp-*.dcl")
+	if err != nil {
+		return "", Stats{}, fmt.Errorf("write change log: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			f.Close()
+			os.Remove(f.Name())
+		}
+	}()
+	bw := bufio.NewWriterSize(f, 1<<20)
+	if st, err = Encode(bw, l); err != nil {
+		return "", Stats{}, err
+	}
+	if err = bw.Flush(); err != nil {
+		return "", Stats{}, fmt.Errorf("write %s: %w", f.Name(), err)
+	}
+	if err = f.Sync(); err != nil {
+		return "", Stats{}, fmt.Errorf("fsync %s: %w", f.Name(), err)
+	}
+	if err = f.Close(); err != nil {
+		return "", Stats{}, fmt.Errorf("close %s: %w", f.Name(), err)
+	}
+	path = filepath.Join(dir, FileName(l.Header))
+	if err = os.Rename(f.Name(), path); err != nil {
+		return "", Stats{}, fmt.Errorf("install change log: %w", err)
+	}
+	if err = syncDir(dir); err != nil {
+		// The log is in place but its name may not be durable; report it
+		// without removing the file (the rename can't be undone safely).
+		return path, st, err
+	}
+	return path, st, nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("fsync dir %s: %w", dir, err)
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("fsync dir %s: %w", dir, err)
+	}
+	return nil
+}
+
+// ReadFile decodes the log in the file at path (see Decode).
+func ReadFile(path string, lim Limits) (*Log, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("read change log: %w", err)
+	}
+	defer f.Close()
+	l, err := Decode(bufio.NewReaderSize(f, 1<<20), lim)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return l, nil
+}
+

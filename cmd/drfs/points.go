@@ -1,0 +1,83 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"text/tabwriter"
+	"time"
+
+	"drfs/replica"
+)
+
+type pointsCommand struct {
+	dir, volume string
+	json        bool
+}
+
+func (c *pointsCommand) ParseFlags(args []string) error {
+	fs := flag.NewFlagSet("drfs points", flag.ContinueOnError)
+	fs.StringVar(&c.dir, "dir", "", "replica directory (required)")
+	fs.StringVar(&c.volume, "volume", "", "volume name (required)")
+	fs.BoolVar(&c.json, "json", false, "print JSON")
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 0 {
+		return fmt.Errorf("unexpected argument %q", pos[0])
+	}
+	if c.dir == "" || c.volume == "" {
+		return errors.New("--dir and --volume are required")
+	}
+	return nil
+}
+
+// pointView is one recovery point as listed: the seq the volume can be rolled back to.
+type pointView struct {
+	Seq       uint64    `json:"seq"`
+	Time      time.Time `json:"time"`
+	UndoBytes int64     `json:"size"`
+}
+
+func (c *pointsCommand) Run(ctx context.Context) error {
+	b, err := os.ReadFile(filepath.Join(c.dir, c.volume, "state", "state.json"))
+	if err != nil {
+		return fmt.Errorf("volume %s in %s: %w", c.volume, c.dir, err)
+	}
+	var st replica.State
+	if err := json.Unmarshal(b, &st); err != nil {
+		return err
+	}
+	// Each kept log's undo restores the state before it: the point at From-1, which is the
+	// state the previous log produced (cut at that log's creation time). The latest applied
+	// state is a point too.
+	var out []pointView
+	for i, p := range st.Points {
+		pv := pointView{Seq: p.From - 1, UndoBytes: p.UndoBytes}
+		if i > 0 {
+			pv.Time = st.Points[i-1].Created
+		}
+		out = append(out, pv)
+	}
+	if st.Applied > 0 {
+		out = append(out, pointView{Seq: st.Applied, Time: st.AppliedCreated})
+	}
+	if c.json {
+		return printJSON(out)
+	}
+	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "SEQ\tTIME\tUNDO SIZE")
+	for _, p := range out {
+		t := "-"
+		if !p.Time.IsZero() {
+			t = p.Time.Local().Format(time.RFC3339)
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\n", p.Seq, t, human(p.UndoBytes))
+	}
+	return tw.Flush()
+}

@@ -1,0 +1,251 @@
+package replica
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"sync"
+	"time"
+
+	"drfs/changelog"
+	"drfs/journal"
+)
+
+// Server hosts the replica side of any number of volumes under one directory and serves the
+// replication protocol over HTTP (the caller wraps it in mutual TLS).
+//
+// Protocol (JSON unless noted; every request is idempotent by volume, generation and seqs):
+//
+//	GET  /v1/volumes                          -> [State]
+//	GET  /v1/volumes/{v}                      -> State (volume_id "" when the volume is new)
+//	PUT  /v1/volumes/{v}/log                  body: a change log -> {"applied_seq": N}
+//	POST /v1/volumes/{v}/resync-begin         {"volume_id","generation"}
+//	POST /v1/volumes/{v}/sync-complete        {"volume_id","generation","seq"}
+//	GET  /v1/volumes/{v}/describe?path=&off=&len=&block=  -> Entry
+//	GET  /v1/volumes/{v}/list?path=           -> [Entry]
+//	GET  /v1/volumes/{v}/points               -> [Point]
+//
+// Errors are {"error": msg, "code": c, "applied_seq": N} with code "gap" or "stale" or
+// "volume" (HTTP 409), "bad-log" (400) or "apply" (500).
+type Server struct {
+	dir    string
+	opts   Options
+	limits changelog.Limits
+
+	mu   sync.Mutex
+	vols map[string]*Volume
+	m    *serverMetrics
+}
+
+// NewServer serves the volumes under dir.
+func NewServer(dir string, opts Options, limits changelog.Limits) (*Server, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	return &Server{dir: dir, opts: opts, limits: limits, vols: map[string]*Volume{}, m: newServerMetrics()}, nil
+}
+
+// Volume returns the named volume, opening (and creating) it on first use.
+func (s *Server) Volume(name string) (*Volume, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if v, ok := s.vols[name]; ok {
+		return v, nil
+	}
+	v, err := OpenVolume(s.dir, name, s.opts)
+	if err != nil {
+		return nil, err
+	}
+	s.vols[name] = v
+	return v, nil
+}
+
+// Names lists the volumes present under the directory.
+func (s *Server) Names() []string {
+	ents, _ := os.ReadDir(s.dir)
+	var out []string
+	for _, e := range ents {
+		if _, err := os.Stat(filepath.Join(s.dir, e.Name(), "state")); err == nil && e.IsDir() {
+			out = append(out, e.Name())
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Close closes every open volume.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var errs []error
+	for n, v := range s.vols {
+		errs = append(errs, v.Close())
+		delete(s.vols, n)
+	}
+	return errors.Join(errs...)
+}
+
+// Handler returns the protocol's HTTP handler.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/volumes", func(w http.ResponseWriter, r *http.Request) {
+		out := []State{}
+		for _, n := range s.Names() {
+			if v, err := s.Volume(n); err == nil {
+				out = append(out, v.State())
+			}
+		}
+		writeJSON(w, http.StatusOK, out)
+	})
+	mux.HandleFunc("GET /v1/volumes/{v}", s.withVolume(func(w http.ResponseWriter, r *http.Request, v *Volume) {
+		writeJSON(w, http.StatusOK, v.State())
+	}))
+	mux.HandleFunc("PUT /v1/volumes/{v}/log", s.withVolume(s.putLog))
+	mux.HandleFunc("POST /v1/volumes/{v}/resync-begin", s.withVolume(func(w http.ResponseWriter, r *http.Request, v *Volume) {
+		var req struct {
+			VolumeID   string `json:"volume_id"`
+			Generation uint64 `json:"generation"`
+		}
+		if !readJSON(w, r, &req) {
+			return
+		}
+		s.reply(w, v, v.MarkInconsistent(req.VolumeID, req.Generation))
+	}))
+	mux.HandleFunc("POST /v1/volumes/{v}/sync-complete", s.withVolume(func(w http.ResponseWriter, r *http.Request, v *Volume) {
+		var req struct {
+			VolumeID   string `json:"volume_id"`
+			Generation uint64 `json:"generation"`
+			Seq        uint64 `json:"seq"`
+		}
+		if !readJSON(w, r, &req) {
+			return
+		}
+		s.reply(w, v, v.SyncComplete(req.VolumeID, req.Generation, req.Seq))
+	}))
+	mux.HandleFunc("GET /v1/volumes/{v}/describe", s.withVolume(func(w http.ResponseWriter, r *http.Request, v *Volume) {
+		q := r.URL.Query()
+		off, _ := strconv.ParseInt(q.Get("off"), 10, 64)
+		n, err := strconv.ParseInt(q.Get("len"), 10, 64)
+		if err != nil {
+			n = -1
+		}
+		block, _ := strconv.Atoi(q.Get("block"))
+		if block < 0 || block > 16<<20 {
+			writeErr(w, http.StatusBadRequest, "bad-request", "bad block size", 0)
+			return
+		}
+		e, err := v.Describe(q.Get("path"), off, n, block)
+		if err != nil {
+			writeErr(w, http.StatusBadRequest, "bad-request", err.Error(), 0)
+			return
+		}
+		writeJSON(w, http.StatusOK, e)
+	}))
+	mux.HandleFunc("GET /v1/volumes/{v}/list", s.withVolume(func(w http.ResponseWriter, r *http.Request, v *Volume) {
+		ents, err := v.List(r.URL.Query().Get("path"))
+		if err != nil {
+			writeErr(w, http.StatusBadRequest, "bad-request", err.Error(), 0)
+			return
+		}
+		writeJSON(w, http.StatusOK, ents)
+	}))
+	mux.HandleFunc("GET /v1/volumes/{v}/points", s.withVolume(func(w http.ResponseWriter, r *http.Request, v *Volume) {
+		writeJSON(w, http.StatusOK, v.Points())
+	}))
+	return mux
+}
+
+func (s *Server) withVolume(fn func(http.ResponseWriter, *http.Request, *Volume)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		name := r.PathValue("v")
+		if err := journal.ValidPath(name); err != nil || filepath.Base(name) != name {
+			writeErr(w, http.StatusBadRequest, "bad-request", fmt.Sprintf("bad volume name %q", name), 0)
+			return
+		}
+		v, err := s.Volume(name)
+		if err != nil {
+			writeErr(w, http.StatusInternalServerError, "open", err.Error(), 0)
+			return
+		}
+		fn(w, r, v)
+	}
+}
+
+func (s *Server) putLog(w http.ResponseWriter, r *http.Request, v *Volume) {
+	t0 := time.Now()
+	lim := s.limits
+	if lim.MaxBodyBytes <= 0 {
+		lim.MaxBodyBytes = changelog.DefaultMaxBodyBytes
+	}
+	body := http.MaxBytesReader(w, r.Body, lim.MaxBodyBytes+lim.MaxBodyBytes/8+(1<<20))
+	raw, err := io.ReadAll(body)
+	if err != nil {
+		writeErr(w, http.StatusBadRequest, "bad-log", "read change log: "+err.Error(), v.State().Applied)
+		return
+	}
+	l, err := changelog.Unmarshal(raw, lim)
+	if err != nil {
+		s.m.rejected.Inc()
+		s.opts.Logf("volume %s: refused change log: %v", v.Name(), err)
+		writeErr(w, http.StatusBadRequest, "bad-log", err.Error(), v.State().Applied)
+		return
+	}
+	applied, err := v.Apply(l)
+	if err != nil {
+		s.opts.Logf("volume %s: change log %d-%d: %v", v.Name(), l.FromSeq, l.ToSeq, err)
+		s.reply(w, v, err)
+		return
+	}
+	s.m.applied.Inc()
+	s.m.bytes.Add(float64(len(raw)))
+	s.m.applyDur.Observe(time.Since(t0).Seconds())
+	s.m.appliedSeq.WithLabelValues(v.Name()).Set(float64(applied))
+	writeJSON(w, http.StatusOK, map[string]uint64{"applied_seq": applied})
+}
+
+func (s *Server) reply(w http.ResponseWriter, v *Volume, err error) {
+	applied := v.State().Applied
+	switch {
+	case err == nil:
+		writeJSON(w, http.StatusOK, map[string]uint64{"applied_seq": applied})
+	case errors.Is(err, ErrGap):
+		writeErr(w, http.StatusConflict, "gap", err.Error(), applied)
+	case errors.Is(err, ErrStale):
+		writeErr(w, http.StatusConflict, "stale", err.Error(), applied)
+	case errors.Is(err, ErrVolumeMismatch):
+		writeErr(w, http.StatusConflict, "volume", err.Error(), applied)
+	default:
+		writeErr(w, http.StatusInternalServerError, "apply", err.Error(), applied)
+	}
+}
+
+// ErrorReply is the body of an error response.
+type ErrorReply struct {
+	Error   string `json:"error"`
+	Code    string `json:"code"`
+	Applied uint64 `json:"applied_seq"`
+}
+
+func writeErr(w http.ResponseWriter, status int, code, msg string, applied uint64) {
+	writeJSON(w, status, ErrorReply{Error: msg, Code: code, Applied: applied})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(v)
+}
+
+func readJSON(w http.ResponseWriter, r *http.Request, v any) bool {
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20)).Decode(v); err != nil {
+		writeErr(w, http.StatusBadRequest, "bad-request", err.Error(), 0)
+		return false
+	}
+	return true
+}

@@ -1,0 +1,417 @@
+package shipper
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"drfs/changelog"
+	"drfs/journal"
+	"drfs/replica"
+	"drfs/volume"
+)
+
+// resync repairs every pending extent by comparing block hashes with the replica and sending
+// only the blocks that differ (and the namespace changes that make the trees match). It is how
+// a new replica gets its initial copy, how a replica catches up after the journal was degraded,
+// and how regions marked after a crash or after changes behind drfs's back are repaired. It is
+// resumable: an extent is cleared only after its repair was acknowledged, and a repeated pass
+// finds the blocks already sent equal.
+func (s *Shipper) resync(ctx context.Context) error {
+	exts, err := s.vol.Meta().Resync()
+	if err != nil || len(exts) == 0 {
+		return err
+	}
+	s.setState("syncing")
+	gen := s.vol.Generation()
+	if err := s.t.ResyncBegin(ctx, s.vol.ID(), gen); err != nil {
+		return fmt.Errorf("begin resync: %w", err)
+	}
+	rs := &resyncer{s: s, ctx: ctx, src: s.vol.Source(), seen: map[uint64]string{}}
+	rs.total = rs.estimate(exts)
+	s.mu.Lock()
+	s.syncDone, s.syncTotal = 0, rs.total
+	s.mu.Unlock()
+	sort.Slice(exts, func(i, j int) bool { return exts[i].Path < exts[j].Path })
+	s.cfg.Logf("resync: %d extents, %s to compare", len(exts), humanBytes(rs.total))
+	for _, e := range exts {
+		if err := rs.path(e.Path, e.Off, e.Len); err != nil {
+			return fmt.Errorf("resync %s: %w", e.Path, err)
+		}
+		if err := rs.flush(); err != nil {
+			return err
+		}
+		if err := s.vol.Meta().ClearResync([]volume.Extent{e}); err != nil {
+			return err
+		}
+	}
+	// A repair is complete once the journal has been shipped past this point.
+	if seq, _ := s.vol.Meta().Uint(keySyncSeq); seq == 0 {
+		if err := s.vol.Meta().SetUint(keySyncBusy, uint64(s.vol.Barrier())); err != nil {
+			return err
+		}
+	}
+	s.cfg.Logf("resync: sent %s in %d logs (compared %s)", humanBytes(rs.sent), rs.logs, humanBytes(rs.done))
+	return nil
+}
+
+type resyncer struct {
+	s     *Shipper
+	ctx   context.Context
+	src   string
+	ops   []journal.Op
+	raw   int64
+	seen  map[uint64]string // inode -> first path sent, to keep hard links linked
+	total int64
+	done  int64
+	sent  int64
+	logs  int
+}
+
+const resyncLogBytes = 32 << 20
+
+// estimate sums the file bytes under the extents, for progress.
+func (rs *resyncer) estimate(exts []volume.Extent) int64 {
+	var total int64
+	for _, e := range exts {
+		p := filepath.Join(rs.src, e.Path)
+		if e.Len >= 0 {
+			total += e.Len
+			continue
+		}
+		filepath.WalkDir(p, func(_ string, d os.DirEntry, err error) error {
+			if err == nil && d.Type().IsRegular() {
+				if fi, err := d.Info(); err == nil {
+					total += fi.Size()
+				}
+			}
+			return nil
+		})
+	}
+	return total
+}
+
+func (rs *resyncer) progress(n int64) {
+	rs.done += n
+	s := rs.s
+	s.mu.Lock()
+	s.syncDone = rs.done
+	s.mu.Unlock()
+	if s.cfg.Progress != nil {
+		s.cfg.Progress(rs.done, rs.total)
+	}
+}
+
+func (rs *resyncer) emit(op journal.Op, raw int64) error {
+	rs.ops = append(rs.ops, op)
+	rs.raw += raw + 64
+	if rs.raw >= resyncLogBytes {
+		return rs.flush()
+	}
+	return nil
+}
+
+// flush sends the accumulated repairs as one resync change log.
+func (rs *resyncer) flush() error {
+	if len(rs.ops) == 0 {
+		return nil
+	}
+	s := rs.s
+	seq := uint64(s.j.LastSeq())
+	l := &changelog.Log{
+		Header: changelog.Header{Kind: changelog.KindResync, VolumeID: s.vol.ID(), Generation: s.vol.Generation(), ToSeq: seq, Created: time.Now().UTC()},
+		Ops:    rs.ops,
+	}
+	b, stats, err := changelog.Marshal(l)
+	if err != nil {
+		return err
+	}
+	s.throttle(rs.ctx, int64(len(b)))
+	if _, err := s.t.Send(rs.ctx, b); err != nil {
+		var ref *RefusedError
+		if errors.As(err, &ref) && (ref.Code == "stale" || ref.Code == "volume") {
+			return fmt.Errorf("%w: %s", ErrFenced, ref.Msg)
+		}
+		return fmt.Errorf("send resync log: %w", err)
+	}
+	rs.logs++
+	rs.sent += int64(len(b))
+	s.m.rawBytes.Add(float64(stats.RawBytes))
+	s.m.wireBytes.Add(float64(len(b)))
+	s.m.resyncBytes.Add(float64(len(b)))
+	rs.ops, rs.raw = nil, 0
+	return nil
+}
+
+func child(dir, name string) string {
+	if dir == "." {
+		return name
+	}
+	return dir + "/" + name
+}
+
+// path repairs p (n < 0: the whole object, recursively for a directory).
+func (rs *resyncer) path(p string, off, n int64) error {
+	if err := rs.ctx.Err(); err != nil {
+		return err
+	}
+	var st unix.Stat_t
+	err := unix.Lstat(filepath.Join(rs.src, p), &st)
+	if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) {
+		re, err := rs.s.t.Describe(rs.ctx, p, 0, 0, 0)
+		if err != nil || !re.Exists {
+			return err
+		}
+		return rs.remove(p, re.Type)
+	}
+	if err != nil {
+		return err
+	}
+	switch replica.TypeOf(st.Mode) {
+	case "dir":
+		return rs.dir(p, &st)
+	case "file":
+		return rs.file(p, &st, off, n)
+	case "symlink":
+		return rs.symlink(p, &st)
+	default:
+		re, err := rs.s.t.Describe(rs.ctx, p, 0, 0, 0)
+		if err != nil {
+			return err
+		}
+		if re.Exists && re.Type == "other" && re.Mode == st.Mode {
+			return nil
+		}
+		if re.Exists {
+			if err := rs.remove(p, re.Type); err != nil {
+				return err
+			}
+		}
+		return rs.emit(journal.OpMknod{Path: p, Mode: st.Mode, Uid: st.Uid, Gid: st.Gid, Rdev: st.Rdev}, 0)
+	}
+}
+
+// remove deletes p on the replica, depth first for a directory.
+func (rs *resyncer) remove(p, typ string) error {
+	if typ == "dir" {
+		ents, err := rs.s.t.List(rs.ctx, p)
+		if err != nil {
+			return err
+		}
+		for _, e := range ents {
+			if err := rs.remove(child(p, e.Name), e.Type); err != nil {
+				return err
+			}
+		}
+		return rs.emit(journal.OpRmdir{Path: p}, 0)
+	}
+	return rs.emit(journal.OpUnlink{Path: p}, 0)
+}
+
+func attrOp(p string, st *unix.Stat_t, withTimes bool) journal.OpSetattr {
+	op := journal.OpSetattr{Path: p, Valid: journal.SetMode | journal.SetUid | journal.SetGid, Mode: st.Mode & 07777, Uid: st.Uid, Gid: st.Gid}
+	if withTimes {
+		op.Valid |= journal.SetMtime
+		op.Mtime = st.Mtim.Nano()
+	}
+	return op
+}
+
+func (rs *resyncer) dir(p string, st *unix.Stat_t) error {
+	re, err := rs.s.t.Describe(rs.ctx, p, 0, 0, 0)
+	if err != nil {
+		return err
+	}
+	if re.Exists && re.Type != "dir" {
+		if err := rs.remove(p, re.Type); err != nil {
+			return err
+		}
+		re.Exists = false
+	}
+	if !re.Exists {
+		if err := rs.emit(journal.OpMkdir{Path: p, Mode: st.Mode, Uid: st.Uid, Gid: st.Gid}, 0); err != nil {
+			return err
+		}
+	} else if re.Mode != st.Mode || re.Uid != st.Uid || re.Gid != st.Gid {
+		if err := rs.emit(attrOp(p, st, false), 0); err != nil {
+			return err
+		}
+	}
+	mine, err := os.ReadDir(filepath.Join(rs.src, p))
+	if err != nil {
+		return err
+	}
+	have := map[string]bool{}
+	for _, e := range mine {
+		have[e.Name()] = true
+	}
+	if re.Exists {
+		theirs, err := rs.s.t.List(rs.ctx, p)
+		if err != nil {
+			return err
+		}
+		for _, e := range theirs {
+			if !have[e.Name] {
+				if err := rs.remove(child(p, e.Name), e.Type); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	for _, e := range mine {
+		if err := rs.path(child(p, e.Name()), 0, -1); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (rs *resyncer) symlink(p string, st *unix.Stat_t) error {
+	buf := make([]byte, 4096)
+	k, err := unix.Readlink(filepath.Join(rs.src, p), buf)
+	if err != nil {
+		return err
+	}
+	target := string(buf[:k])
+	re, err := rs.s.t.Describe(rs.ctx, p, 0, 0, 0)
+	if err != nil {
+		return err
+	}
+	if re.Exists && re.Type == "symlink" && re.Target == target {
+		return nil
+	}
+	if re.Exists {
+		if err := rs.remove(p, re.Type); err != nil {
+			return err
+		}
+	}
+	return rs.emit(journal.OpSymlink{Path: p, Target: target, Uid: st.Uid, Gid: st.Gid}, 0)
+}
+
+// file repairs [off, off+n) of a regular file (n < 0: all of it) block by block.
+func (rs *resyncer) file(p string, st *unix.Stat_t, off, n int64) error {
+	if st.Nlink > 1 {
+		if first, ok := rs.seen[st.Ino]; ok && first != p {
+			re, err := rs.s.t.Describe(rs.ctx, p, 0, 0, 0)
+			if err != nil {
+				return err
+			}
+			fe, err := rs.s.t.Describe(rs.ctx, first, 0, 0, 0)
+			if err != nil {
+				return err
+			}
+			if re.Exists && fe.Exists && re.Ino == fe.Ino {
+				return nil
+			}
+			if re.Exists {
+				if err := rs.remove(p, re.Type); err != nil {
+					return err
+				}
+			}
+			return rs.emit(journal.OpLink{OldPath: first, NewPath: p}, 0)
+		}
+		rs.seen[st.Ino] = p
+	}
+	fd, err := unix.Open(filepath.Join(rs.src, p), unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		if errors.Is(err, unix.ENOENT) {
+			return nil // removed meanwhile: its unlink is journaled
+		}
+		return err
+	}
+	defer unix.Close(fd)
+	if err := unix.Fstat(fd, st); err != nil {
+		return err
+	}
+	size := st.Size
+	if n < 0 || off+n > size {
+		n = max(size-off, 0)
+	}
+	block := replica.DefaultBlockSize
+	off = off / int64(block) * int64(block)
+	re, err := rs.s.t.Describe(rs.ctx, p, 0, 0, 0)
+	if err != nil {
+		return err
+	}
+	if re.Exists && re.Type != "file" {
+		if err := rs.remove(p, re.Type); err != nil {
+			return err
+		}
+		re.Exists = false
+	}
+	if !re.Exists {
+		if err := rs.emit(journal.OpCreate{Path: p, Mode: st.Mode, Uid: st.Uid, Gid: st.Gid}, 0); err != nil {
+			return err
+		}
+		re.Size = 0
+	}
+	if re.Size != size {
+		if err := rs.emit(journal.OpTruncate{Path: p, Size: size}, 0); err != nil {
+			return err
+		}
+	}
+	const span = 1 << 30
+	buf := make([]byte, block)
+	for pos := off; pos < off+n; pos += span {
+		k := min(span, off+n-pos)
+		mine, err := replica.HashBlocks(fd, pos, k, block)
+		if err != nil {
+			return err
+		}
+		var theirs []uint64
+		if re.Exists && pos < re.Size {
+			e, err := rs.s.t.Describe(rs.ctx, p, pos, k, block)
+			if err != nil {
+				return err
+			}
+			theirs = e.Hashes
+		}
+		for i, h := range mine {
+			if i < len(theirs) && theirs[i] == h {
+				continue
+			}
+			if !re.Exists && isZeroHash(h) {
+				continue // a new file is sparse where the source reads zeros
+			}
+			at := pos + int64(i)*int64(block)
+			r, err := unix.Pread(fd, buf, at)
+			if err != nil {
+				return err
+			}
+			if r == 0 {
+				break
+			}
+			if err := rs.emit(journal.OpWrite{Path: p, Off: at, Data: append([]byte(nil), buf[:r]...)}, int64(r)); err != nil {
+				return err
+			}
+		}
+		rs.progress(k)
+	}
+	if !re.Exists || re.Mode != st.Mode || re.Uid != st.Uid || re.Gid != st.Gid {
+		return rs.emit(attrOp(p, st, false), 0)
+	}
+	return nil
+}
+
+var zeroBlockHash = replica.ZeroBlockHash(replica.DefaultBlockSize)
+
+func isZeroHash(h uint64) bool { return h == zeroBlockHash }
+
+func humanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}

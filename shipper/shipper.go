@@ -1,0 +1,644 @@
+// Package shipper is the primary side of drfs replication: it cuts the journal into change
+// logs on the operator's schedule (an interval, continuous, or an RPO target), coalesces and
+// compresses them, sends them to the replica, and advances the acknowledged seq that lets the
+// journal be released. It never blocks guest writes: when the replica is away for long, the
+// journal is degraded to a dirty-extent map past --journal-max and those extents are resynced
+// by block hash when the replica returns.
+package shipper
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"drfs/changelog"
+	"drfs/journal"
+	"drfs/volume"
+)
+
+// Metadata keys of the shipper's durable state, in the volume's metadata store.
+const (
+	keyNext     = volume.KeyShipNext // next seq to ship is this + 1 (journal kept from there)
+	keySyncSeq  = "ship/sync_seq"    // a full resync is pending; the replica becomes consistent at this seq
+	keySyncBusy = "ship/sync_busy"   // 1 while a resync pass is under way (replica told it is inconsistent)
+)
+
+// Schedule says when cycles start.
+type Schedule struct {
+	Interval   time.Duration // fixed interval between cycle starts
+	Continuous bool          // ship as soon as records exist, batching a few ms
+	RPO        time.Duration // start cycles early enough to keep lag under this target
+}
+
+// ParseSchedule parses --interval (a Go duration or "continuous") and --rpo.
+func ParseSchedule(interval string, rpo time.Duration) (Schedule, error) {
+	switch {
+	case rpo > 0 && interval != "":
+		return Schedule{}, errors.New("use either --interval or --rpo, not both")
+	case rpo > 0:
+		if rpo < 100*time.Millisecond {
+			return Schedule{}, fmt.Errorf("--rpo %s is too small: use at least 100ms, or --interval continuous", rpo)
+		}
+		return Schedule{RPO: rpo}, nil
+	case interval == "continuous":
+		return Schedule{Continuous: true}, nil
+	case interval == "":
+		return Schedule{Interval: 30 * time.Second}, nil
+	}
+	d, err := time.ParseDuration(interval)
+	if err != nil || d <= 0 {
+		return Schedule{}, fmt.Errorf("--interval %q: want a positive duration such as 30s or 5m, or \"continuous\"", interval)
+	}
+	return Schedule{Interval: d}, nil
+}
+
+func (s Schedule) String() string {
+	switch {
+	case s.Continuous:
+		return "continuous"
+	case s.RPO > 0:
+		return "rpo " + s.RPO.String()
+	}
+	return "every " + s.Interval.String()
+}
+
+// Config configures a Shipper.
+type Config struct {
+	Volume      *volume.Volume
+	Target      Target
+	Schedule    Schedule
+	BWLimit     int64 // bytes per second on the wire; 0 = unlimited
+	JournalMax  int64 // journal bytes kept for an absent replica before degrading; 0 = unlimited
+	MaxLogBytes int64 // raw bytes per change log (default 64 MiB)
+	Logf        func(string, ...any)
+	// Progress, if set, is called during a full sync with bytes done and total.
+	Progress func(done, total int64)
+}
+
+// Status is the replication part of `drfs status`.
+type Status struct {
+	Replica          string  `json:"replica"`
+	Schedule         string  `json:"schedule"`
+	Generation       uint64  `json:"generation"`
+	AckedSeq         uint64  `json:"acked_seq"`
+	LagSeconds       float64 `json:"lag_seconds"`
+	PendingBytes     int64   `json:"pending_bytes"`
+	RPOTargetSeconds float64 `json:"rpo_target_seconds"`
+	RPOViolations    int64   `json:"rpo_violations"`
+	LastError        string  `json:"last_error"`
+	State            string  `json:"replication_state"` // connecting, syncing, replicating, degraded, fenced
+	SyncDoneBytes    int64   `json:"sync_done_bytes"`
+	SyncTotalBytes   int64   `json:"sync_total_bytes"`
+	Retries          int64   `json:"retries"`
+}
+
+// Shipper replicates one volume to one target.
+type Shipper struct {
+	cfg Config
+	vol *volume.Volume
+	j   *journal.Journal
+	t   Target
+	m   *metrics
+
+	next    atomic.Uint64 // every seq <= next was shipped (or folded into a pending resync)
+	applied atomic.Uint64 // replica's applied seq as last reported
+
+	mu         sync.Mutex
+	dirtySince time.Time
+	lastErr    string
+	state      string
+	violating  bool
+	violations int64
+	retries    int64
+	syncDone   int64
+	syncTotal  int64
+	rate       float64 // measured wire bytes per second (EWMA)
+	appendedAt int64   // vol.AppendedBytes() when `next` was last advanced to the journal's end
+
+	wake chan struct{}
+}
+
+// New returns a shipper; Run starts it.
+func New(cfg Config) (*Shipper, error) {
+	if cfg.MaxLogBytes <= 0 {
+		cfg.MaxLogBytes = 64 << 20
+	}
+	if cfg.Logf == nil {
+		cfg.Logf = func(string, ...any) {}
+	}
+	s := &Shipper{cfg: cfg, vol: cfg.Volume, j: cfg.Volume.Journal(), t: cfg.Target, m: newMetrics(), state: "connecting", rate: 10 << 20, wake: make(chan struct{}, 1)}
+	next, err := s.vol.Meta().Uint(keyNext)
+	if err != nil {
+		return nil, err
+	}
+	s.next.Store(next)
+	s.applied.Store(next)
+	s.appendedAt = s.vol.AppendedBytes()
+	s.vol.SetRetention(func() journal.Seq { return journal.Seq(s.next.Load() + 1) })
+	return s, nil
+}
+
+// Status returns the current replication status.
+func (s *Shipper) Status() Status {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := Status{
+		Replica: s.t.String(), Schedule: s.cfg.Schedule.String(), Generation: s.vol.Generation(),
+		AckedSeq: s.applied.Load(), LagSeconds: s.lagLocked(time.Now()).Seconds(),
+		PendingBytes: max(s.vol.AppendedBytes()-s.appendedAt, 0), RPOTargetSeconds: s.cfg.Schedule.RPO.Seconds(),
+		RPOViolations: s.violations, LastError: s.lastErr, State: s.state,
+		SyncDoneBytes: s.syncDone, SyncTotalBytes: s.syncTotal, Retries: s.retries,
+	}
+	if uint64(s.j.LastSeq()) <= st.AckedSeq {
+		st.PendingBytes = 0
+	}
+	return st
+}
+
+func (s *Shipper) lagLocked(now time.Time) time.Duration {
+	if s.dirtySince.IsZero() {
+		return 0
+	}
+	return now.Sub(s.dirtySince)
+}
+
+func (s *Shipper) setState(st string) {
+	s.mu.Lock()
+	s.state = st
+	s.mu.Unlock()
+}
+
+func (s *Shipper) setErr(err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err == nil {
+		s.lastErr = ""
+		return
+	}
+	s.lastErr = time.Now().UTC().Format(time.RFC3339) + " " + err.Error()
+}
+
+// Kick starts a cycle now (used by tests and planned operations).
+func (s *Shipper) Kick() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// ErrFenced means the replica belongs to a newer generation: this primary was superseded.
+var ErrFenced = errors.New("shipper: fenced")
+
+// Run replicates until ctx is done or the primary is fenced. Transient failures are retried
+// with backoff; the guest never waits for any of it.
+func (s *Shipper) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); s.watch(ctx) }()
+	defer wg.Wait()
+	backoff := 200 * time.Millisecond
+	for ctx.Err() == nil {
+		err := s.session(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if errors.Is(err, ErrFenced) {
+			s.setState("fenced")
+			s.setErr(err)
+			s.cfg.Logf("replication stopped: %v", err)
+			return err
+		}
+		s.setErr(err)
+		s.mu.Lock()
+		s.retries++
+		s.mu.Unlock()
+		s.m.retries.Inc()
+		s.cfg.Logf("replication to %s: %v (retrying in %s)", s.t, err, backoff)
+		select {
+		case <-ctx.Done():
+		case <-time.After(backoff):
+		case <-s.wake:
+		}
+		backoff = min(backoff*2, 30*time.Second)
+		if err == nil {
+			backoff = 200 * time.Millisecond
+		}
+	}
+	return nil
+}
+
+// session connects to the replica, reconciles where it stands, then runs cycles until an
+// error.
+func (s *Shipper) session(ctx context.Context) error {
+	s.setState("connecting")
+	st, err := s.t.State(ctx)
+	if err != nil {
+		return fmt.Errorf("contact replica: %w", err)
+	}
+	gen := s.vol.Generation()
+	switch {
+	case st.VolumeID != "" && st.VolumeID != s.vol.ID():
+		return fmt.Errorf("%w: the replica holds volume %s, not %s (%s): point --replica at another directory or volume name", ErrFenced, st.VolumeID, s.vol.ID(), s.vol.Name())
+	case st.Generation > gen:
+		return fmt.Errorf("%w: the replica is at generation %d, this primary at %d: it was promoted, and this site must not ship any more", ErrFenced, st.Generation, gen)
+	}
+	last := uint64(s.j.LastSeq())
+	syncSeq, _ := s.vol.Meta().Uint(keySyncSeq)
+	switch {
+	case st.VolumeID == "" || (!st.Consistent && syncSeq == 0 && st.Applied == 0):
+		s.cfg.Logf("replica %s holds no copy of volume %s: starting the initial sync", s.t, s.vol.Name())
+		if err := s.planFullSync("initial sync"); err != nil {
+			return err
+		}
+	case st.Applied > last:
+		return fmt.Errorf("%w: the replica has applied seq %d but this journal ends at %d: the two sides diverged", ErrFenced, st.Applied, last)
+	case syncSeq == 0 && st.Applied != s.next.Load():
+		first := uint64(s.j.FirstSeq())
+		if st.Applied+1 >= first || first == 0 {
+			s.cfg.Logf("replica is at seq %d, resuming from there", st.Applied)
+			s.next.Store(st.Applied)
+		} else {
+			s.cfg.Logf("replica is at seq %d but the journal starts at %d: resyncing by block hash", st.Applied, first)
+			if err := s.planFullSync("journal no longer covers the replica's seq"); err != nil {
+				return err
+			}
+		}
+	}
+	s.applied.Store(st.Applied)
+	s.setErr(nil)
+	return s.cycles(ctx)
+}
+
+// planFullSync records that the whole tree must be resynced and the replica declared
+// consistent at the current barrier seq.
+func (s *Shipper) planFullSync(reason string) error {
+	seq := uint64(s.vol.Barrier())
+	if err := s.vol.Meta().AddResync([]volume.Extent{{Path: ".", Len: -1, Reason: reason}}); err != nil {
+		return err
+	}
+	if err := s.vol.Meta().SetUint(keySyncSeq, seq); err != nil {
+		return err
+	}
+	s.next.Store(seq)
+	s.mu.Lock()
+	s.appendedAt = s.vol.AppendedBytes()
+	s.mu.Unlock()
+	return s.vol.Meta().SetUint(keyNext, seq)
+}
+
+func (s *Shipper) cycles(ctx context.Context) error {
+	gen := s.vol.Generation()
+	lastCycle := time.Time{}
+	for ctx.Err() == nil {
+		if s.vol.ResyncPending() {
+			if err := s.resync(ctx); err != nil {
+				return err
+			}
+		}
+		if seq, _ := s.vol.Meta().Uint(keySyncSeq); seq > 0 {
+			if err := s.t.SyncComplete(ctx, s.vol.ID(), gen, seq); err != nil {
+				return fmt.Errorf("complete sync: %w", err)
+			}
+			s.vol.Meta().SetUint(keySyncSeq, 0)
+			s.vol.Meta().SetUint(keySyncBusy, 0)
+			s.applied.Store(seq)
+			s.cfg.Logf("replica is consistent at seq %d", seq)
+		} else if busy, _ := s.vol.Meta().Uint(keySyncBusy); busy > 0 && s.applied.Load() >= busy {
+			// A repair resync is covered once the journal shipped past its end.
+			if err := s.t.SyncComplete(ctx, s.vol.ID(), gen, s.applied.Load()); err != nil {
+				return fmt.Errorf("complete resync: %w", err)
+			}
+			s.vol.Meta().SetUint(keySyncBusy, 0)
+		}
+		s.setState("replicating")
+		if err := s.waitCycle(ctx, lastCycle); err != nil {
+			return nil
+		}
+		lastCycle = time.Now()
+		if err := s.shipAll(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// waitCycle blocks until the schedule says a cycle should start.
+func (s *Shipper) waitCycle(ctx context.Context, last time.Time) error {
+	sch := s.cfg.Schedule
+	tick := time.NewTicker(2 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		pending := uint64(s.j.LastSeq()) > s.next.Load() || s.vol.ResyncPending()
+		switch {
+		case sch.Continuous:
+			if pending {
+				// Batch a few milliseconds of writes into one log.
+				time.Sleep(3 * time.Millisecond)
+				return nil
+			}
+		case sch.RPO > 0:
+			if pending {
+				s.mu.Lock()
+				lag := s.lagLocked(time.Now())
+				est := time.Duration(float64(s.vol.AppendedBytes()-s.appendedAt) / s.rate * float64(time.Second))
+				s.mu.Unlock()
+				// Leave half of the target as margin for the transfer estimate's error.
+				if lag+est >= sch.RPO/2 {
+					return nil
+				}
+			}
+		default:
+			if pending && time.Since(last) >= sch.Interval {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-s.wake:
+			if pending {
+				return nil
+			}
+		case <-tick.C:
+		}
+	}
+}
+
+// shipAll ships change logs until the journal end seen at the start of the cycle.
+func (s *Shipper) shipAll(ctx context.Context) error {
+	end := uint64(s.j.LastSeq())
+	for s.next.Load() < end {
+		if err := s.shipOne(ctx, end); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// shipOne sends one change log starting at next+1 and ending at most at end.
+func (s *Shipper) shipOne(ctx context.Context, end uint64) error {
+	t0 := time.Now()
+	appendedAtCut := s.vol.AppendedBytes()
+	from := s.next.Load() + 1
+	// Only durable records leave the site: a record the primary could still lose must never
+	// reach the replica, or the two would diverge after a power loss here.
+	if err := s.j.Sync(journal.Seq(end)); err != nil {
+		return fmt.Errorf("sync journal: %w", err)
+	}
+	var ops []journal.Op
+	var raw int64
+	to := from - 1
+	stop := errors.New("full")
+	err := s.j.Read(journal.Seq(from), journal.Seq(end), func(r journal.Record) error {
+		if raw >= s.cfg.MaxLogBytes {
+			return stop
+		}
+		to = uint64(r.Seq)
+		if r.Type == journal.RecHot {
+			return nil
+		}
+		op, err := journal.DecodeOp(r.Type, r.Payload)
+		if err != nil {
+			return fmt.Errorf("seq %d: %w", r.Seq, err)
+		}
+		raw += int64(len(r.Payload))
+		ops = append(ops, op)
+		if w, ok := op.(journal.OpWrite); ok {
+			// Payload memory is only valid during the callback.
+			w.Data = append([]byte(nil), w.Data...)
+			ops[len(ops)-1] = w
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, stop) {
+		return fmt.Errorf("read journal %d-%d: %w", from, end, err)
+	}
+	if to < from {
+		return nil
+	}
+	l := &changelog.Log{
+		Header: changelog.Header{Kind: changelog.KindJournal, VolumeID: s.vol.ID(), Generation: s.vol.Generation(), FromSeq: from, ToSeq: to, Created: t0.UTC()},
+		Ops:    changelog.Coalesce(ops),
+	}
+	b, stats, err := changelog.Marshal(l)
+	if err != nil {
+		return fmt.Errorf("encode change log: %w", err)
+	}
+	s.throttle(ctx, int64(len(b)))
+	tSend := time.Now()
+	applied, err := s.t.Send(ctx, b)
+	var ref *RefusedError
+	if errors.As(err, &ref) {
+		switch ref.Code {
+		case "gap":
+			s.cfg.Logf("replica is at seq %d (log %d-%d refused as a gap): resending from there", ref.Applied, from, to)
+			return s.realign(ref.Applied)
+		case "stale", "volume":
+			return fmt.Errorf("%w: %s", ErrFenced, ref.Msg)
+		case "bad-log":
+			s.m.corrupt.Inc()
+			return fmt.Errorf("replica could not decode log %d-%d (corrupted in transit?): %s", from, to, ref.Msg)
+		}
+		return err
+	}
+	if err != nil {
+		return fmt.Errorf("send log %d-%d: %w", from, to, err)
+	}
+	if err := s.vol.Meta().SetUint(keyNext, to); err != nil {
+		return err
+	}
+	s.next.Store(to)
+	s.applied.Store(applied)
+	now := time.Now()
+	s.mu.Lock()
+	if d := now.Sub(tSend).Seconds(); d > 0 {
+		s.rate = 0.7*s.rate + 0.3*float64(len(b))/d
+	}
+	if uint64(s.j.LastSeq()) == to {
+		s.dirtySince = time.Time{}
+		s.appendedAt = appendedAtCut
+	} else if to == end {
+		s.dirtySince = t0
+		s.appendedAt = appendedAtCut
+	}
+	s.mu.Unlock()
+	s.m.logs.Inc()
+	s.m.rawBytes.Add(float64(stats.RawBytes))
+	s.m.wireBytes.Add(float64(len(b)))
+	s.m.cycleDur.Observe(now.Sub(t0).Seconds())
+	s.m.ackedSeq.Set(float64(to))
+	s.vol.ReleaseJournal()
+	return nil
+}
+
+// realign moves next back (or forward) to what the replica has applied, if the journal still
+// holds the records after it.
+func (s *Shipper) realign(applied uint64) error {
+	first := uint64(s.j.FirstSeq())
+	if applied+1 < first && first != 0 {
+		return s.planFullSync("journal no longer covers the replica's seq")
+	}
+	if applied > uint64(s.j.LastSeq()) {
+		return fmt.Errorf("%w: the replica has applied seq %d beyond this journal's end", ErrFenced, applied)
+	}
+	s.next.Store(applied)
+	s.applied.Store(applied)
+	return s.vol.Meta().SetUint(keyNext, applied)
+}
+
+// throttle sleeps so that the wire rate stays under BWLimit.
+func (s *Shipper) throttle(ctx context.Context, n int64) {
+	if s.cfg.BWLimit <= 0 {
+		return
+	}
+	d := time.Duration(float64(n) / float64(s.cfg.BWLimit) * float64(time.Second))
+	select {
+	case <-ctx.Done():
+	case <-time.After(d):
+	}
+}
+
+// watch runs beside the sessions, whether the replica is reachable or not: it tracks lag, counts
+// RPO violations and degrades the journal to a dirty-extent map past JournalMax.
+func (s *Shipper) watch(ctx context.Context) {
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		now := time.Now()
+		dirty := uint64(s.j.LastSeq()) > s.applied.Load()
+		s.mu.Lock()
+		if dirty && s.dirtySince.IsZero() {
+			s.dirtySince = now
+		}
+		if !dirty {
+			s.dirtySince = time.Time{}
+		}
+		lag := s.lagLocked(now)
+		if rpo := s.cfg.Schedule.RPO; rpo > 0 {
+			if lag > rpo && !s.violating {
+				s.violating = true
+				s.violations++
+				s.m.rpoViolations.Inc()
+				s.cfg.Logf("RPO target %s missed: replica lag is %s", rpo, lag.Round(time.Millisecond))
+			} else if lag <= rpo {
+				s.violating = false
+			}
+		}
+		s.mu.Unlock()
+		s.m.lag.Set(lag.Seconds())
+		if s.cfg.JournalMax > 0 && s.j.Size() > s.cfg.JournalMax && uint64(s.j.LastSeq()) > s.next.Load() {
+			if err := s.degrade(); err != nil {
+				s.cfg.Logf("degrade journal: %v", err)
+			}
+		}
+	}
+}
+
+// degrade folds the unshipped journal records into resync extents (metadata only), so the
+// journal can be released while the replica is away. When the replica returns, only those
+// extents travel, compared block by block.
+func (s *Shipper) degrade() error {
+	seq := uint64(s.vol.Barrier())
+	from := s.next.Load() + 1
+	if seq < from {
+		return nil
+	}
+	exts := map[string]*volume.Extent{}
+	var list []volume.Extent
+	add := func(p string, off, n int64) {
+		k := fmt.Sprintf("%s\x00%d", p, off)
+		if e, ok := exts[k]; ok {
+			if n < 0 || (e.Len >= 0 && n > e.Len) {
+				e.Len = n
+			}
+			return
+		}
+		exts[k] = &volume.Extent{Path: p, Off: off, Len: n, Reason: "journal over --journal-max while the replica was away"}
+	}
+	const gran = 4 << 20 // coarse extents keep the map small
+	err := s.j.Read(journal.Seq(from), journal.Seq(seq), func(r journal.Record) error {
+		if r.Type == journal.RecHot {
+			return nil
+		}
+		op, err := journal.DecodeOp(r.Type, r.Payload)
+		if err != nil {
+			return err
+		}
+		switch o := op.(type) {
+		case journal.OpWrite:
+			for b := o.Off / gran; b <= (o.Off+int64(len(o.Data))-1)/gran; b++ {
+				add(o.Path, b*gran, gran)
+			}
+		case journal.OpFallocate:
+			add(o.Path, 0, -1)
+		case journal.OpTruncate:
+			add(o.Path, 0, -1)
+		case journal.OpRename:
+			add(o.OldPath, 0, -1)
+			add(o.NewPath, 0, -1)
+		case journal.OpLink:
+			add(o.NewPath, 0, -1)
+		default:
+			add(opPath(op), 0, -1)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, e := range exts {
+		list = append(list, *e)
+	}
+	if err := s.vol.Meta().AddResync(list); err != nil {
+		return err
+	}
+	// The replica stays at its applied seq; once the extents are resynced it is declared
+	// consistent at seq.
+	if err := s.vol.Meta().SetUint(keySyncSeq, seq); err != nil {
+		return err
+	}
+	if err := s.vol.Meta().SetUint(keyNext, seq); err != nil {
+		return err
+	}
+	s.next.Store(seq)
+	s.mu.Lock()
+	s.appendedAt = s.vol.AppendedBytes()
+	s.state = "degraded"
+	s.mu.Unlock()
+	s.m.degraded.Inc()
+	s.cfg.Logf("journal passed --journal-max with the replica away: records %d-%d folded into %d dirty extents", from, seq, len(list))
+	// A checkpoint makes the folded records unnecessary for local recovery too, and releases them.
+	return s.vol.Checkpoint()
+}
+
+func opPath(op journal.Op) string {
+	switch o := op.(type) {
+	case journal.OpCreate:
+		return o.Path
+	case journal.OpMkdir:
+		return o.Path
+	case journal.OpMknod:
+		return o.Path
+	case journal.OpSymlink:
+		return o.Path
+	case journal.OpUnlink:
+		return o.Path
+	case journal.OpRmdir:
+		return o.Path
+	case journal.OpSetattr:
+		return o.Path
+	case journal.OpSetxattr:
+		return o.Path
+	case journal.OpRemovexattr:
+		return o.Path
+	}
+	return "."
+}

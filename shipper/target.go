@@ -1,0 +1,232 @@
+package shipper
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"drfs/changelog"
+	"drfs/replica"
+)
+
+// Target is a replica of one volume as the shipper sees it. Every call is idempotent by
+// (volume, generation, seqs): a retry after a lost answer is harmless. Calls are made from the
+// shipper's goroutines one at a time.
+type Target interface {
+	// State returns the replica's view of the volume (VolumeID "" when it holds nothing yet).
+	State(ctx context.Context) (replica.State, error)
+	// Send delivers an encoded change log and returns the replica's applied seq once the
+	// log is durable there. A refusal is a *RefusedError.
+	Send(ctx context.Context, log []byte) (uint64, error)
+	// ResyncBegin tells the replica that a resync starts: it is not consistent until
+	// SyncComplete.
+	ResyncBegin(ctx context.Context, volumeID string, gen uint64) error
+	// SyncComplete tells the replica it now holds the source state as of seq (at least).
+	SyncComplete(ctx context.Context, volumeID string, gen, seq uint64) error
+	// Describe returns the replica's entry for path, with block hashes of [off, off+n) when
+	// block > 0.
+	Describe(ctx context.Context, path string, off, n int64, block int) (replica.Entry, error)
+	// List returns the entries of a replica directory.
+	List(ctx context.Context, path string) ([]replica.Entry, error)
+	// String names the target for messages.
+	String() string
+	// Close releases it.
+	Close() error
+}
+
+// RefusedError is a replica's explicit refusal of a request; retrying the same request will
+// not help (a gap is resolved by resending from Applied+1).
+type RefusedError struct {
+	Code    string // gap, stale, volume, bad-log, apply
+	Msg     string
+	Applied uint64
+}
+
+func (e *RefusedError) Error() string { return fmt.Sprintf("replica refused (%s): %s", e.Code, e.Msg) }
+
+// OpenTarget returns the target for a replica URL: https://HOST:PORT (a drfs serve, with
+// mutual TLS from tlsConf), http://127.0.0.1:PORT (only with insecure, loopback only), or
+// file:///DIR (a replica directory on this host, applied by the same code).
+func OpenTarget(raw, volume string, tlsConf *tls.Config, insecure bool, logf func(string, ...any)) (Target, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return nil, fmt.Errorf("replica URL %q: %w", raw, err)
+	}
+	switch u.Scheme {
+	case "file":
+		if u.Path == "" || u.Host != "" {
+			return nil, fmt.Errorf("replica URL %q: use file:///ABSOLUTE/DIR", raw)
+		}
+		v, err := replica.OpenVolume(u.Path, volume, replica.Options{Logf: logf})
+		if err != nil {
+			return nil, err
+		}
+		return &localTarget{v: v, dir: u.Path}, nil
+	case "https":
+		if tlsConf == nil {
+			return nil, errors.New("an https replica needs certificates (--certs DIR)")
+		}
+		return newHTTPTarget(u, volume, &http.Transport{TLSClientConfig: tlsConf, ForceAttemptHTTP2: true}), nil
+	case "http":
+		if !insecure {
+			return nil, fmt.Errorf("replica URL %q is plaintext: use https, or --insecure for a loopback test setup", raw)
+		}
+		if !isLoopback(u.Hostname()) {
+			return nil, fmt.Errorf("--insecure is only allowed with a loopback replica address, not %s", u.Hostname())
+		}
+		return newHTTPTarget(u, volume, &http.Transport{}), nil
+	}
+	return nil, fmt.Errorf("replica URL %q: scheme must be https, file (or http with --insecure)", raw)
+}
+
+func isLoopback(host string) bool {
+	return host == "localhost" || strings.HasPrefix(host, "127.") || host == "::1"
+}
+
+// localTarget applies logs to a replica directory on this host.
+type localTarget struct {
+	v   *replica.Volume
+	dir string
+}
+
+func (t *localTarget) State(context.Context) (replica.State, error) { return t.v.State(), nil }
+
+func (t *localTarget) Send(_ context.Context, b []byte) (uint64, error) {
+	l, err := changelog.Unmarshal(b, changelog.Limits{})
+	if err != nil {
+		return t.v.State().Applied, &RefusedError{Code: "bad-log", Msg: err.Error(), Applied: t.v.State().Applied}
+	}
+	applied, err := t.v.Apply(l)
+	return applied, localErr(err, applied)
+}
+
+func localErr(err error, applied uint64) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, replica.ErrGap):
+		return &RefusedError{Code: "gap", Msg: err.Error(), Applied: applied}
+	case errors.Is(err, replica.ErrStale):
+		return &RefusedError{Code: "stale", Msg: err.Error(), Applied: applied}
+	case errors.Is(err, replica.ErrVolumeMismatch):
+		return &RefusedError{Code: "volume", Msg: err.Error(), Applied: applied}
+	}
+	return err
+}
+
+func (t *localTarget) ResyncBegin(_ context.Context, id string, gen uint64) error {
+	return localErr(t.v.MarkInconsistent(id, gen), t.v.State().Applied)
+}
+
+func (t *localTarget) SyncComplete(_ context.Context, id string, gen, seq uint64) error {
+	return localErr(t.v.SyncComplete(id, gen, seq), t.v.State().Applied)
+}
+
+func (t *localTarget) Describe(_ context.Context, p string, off, n int64, block int) (replica.Entry, error) {
+	return t.v.Describe(p, off, n, block)
+}
+
+func (t *localTarget) List(_ context.Context, p string) ([]replica.Entry, error) { return t.v.List(p) }
+func (t *localTarget) String() string                                            { return "file://" + t.dir }
+func (t *localTarget) Close() error                                              { return t.v.Close() }
+
+// httpTarget speaks the replica protocol (see replica.Server) over HTTP(S).
+type httpTarget struct {
+	base   string
+	c      *http.Client
+	volume string
+}
+
+func newHTTPTarget(u *url.URL, volume string, tr *http.Transport) *httpTarget {
+	tr.ResponseHeaderTimeout = 5 * time.Minute
+	tr.IdleConnTimeout = 90 * time.Second
+	base := strings.TrimSuffix(u.Scheme+"://"+u.Host+u.Path, "/")
+	return &httpTarget{base: base + "/v1/volumes/" + url.PathEscape(volume), c: &http.Client{Transport: tr}, volume: volume}
+}
+
+func (t *httpTarget) String() string { return strings.TrimSuffix(t.base, "/v1/volumes/"+t.volume) }
+
+func (t *httpTarget) Close() error {
+	t.c.CloseIdleConnections()
+	return nil
+}
+
+func (t *httpTarget) do(ctx context.Context, method, path string, body []byte, out any) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, method, t.base+path, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/octet-stream")
+	}
+	resp, err := t.c.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 256<<20))
+	if err != nil {
+		return fmt.Errorf("read reply: %w", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		var e replica.ErrorReply
+		if json.Unmarshal(b, &e) == nil && e.Code != "" {
+			if resp.StatusCode == http.StatusConflict || e.Code == "bad-log" {
+				return &RefusedError{Code: e.Code, Msg: e.Error, Applied: e.Applied}
+			}
+			return fmt.Errorf("replica: %s (%s)", e.Error, e.Code)
+		}
+		return fmt.Errorf("replica: HTTP %s", resp.Status)
+	}
+	if out != nil {
+		if err := json.Unmarshal(b, out); err != nil {
+			return fmt.Errorf("decode reply: %w", err)
+		}
+	}
+	return nil
+}
+
+func (t *httpTarget) State(ctx context.Context) (replica.State, error) {
+	var st replica.State
+	return st, t.do(ctx, "GET", "", nil, &st)
+}
+
+func (t *httpTarget) Send(ctx context.Context, b []byte) (uint64, error) {
+	var r struct {
+		Applied uint64 `json:"applied_seq"`
+	}
+	err := t.do(ctx, "PUT", "/log", b, &r)
+	return r.Applied, err
+}
+
+func (t *httpTarget) ResyncBegin(ctx context.Context, id string, gen uint64) error {
+	b, _ := json.Marshal(map[string]any{"volume_id": id, "generation": gen})
+	return t.do(ctx, "POST", "/resync-begin", b, nil)
+}
+
+func (t *httpTarget) SyncComplete(ctx context.Context, id string, gen, seq uint64) error {
+	b, _ := json.Marshal(map[string]any{"volume_id": id, "generation": gen, "seq": seq})
+	return t.do(ctx, "POST", "/sync-complete", b, nil)
+}
+
+func (t *httpTarget) Describe(ctx context.Context, p string, off, n int64, block int) (replica.Entry, error) {
+	var e replica.Entry
+	q := url.Values{"path": {p}, "off": {strconv.FormatInt(off, 10)}, "len": {strconv.FormatInt(n, 10)}, "block": {strconv.Itoa(block)}}
+	return e, t.do(ctx, "GET", "/describe?"+q.Encode(), nil, &e)
+}
+
+func (t *httpTarget) List(ctx context.Context, p string) ([]replica.Entry, error) {
+	var out []replica.Entry
+	return out, t.do(ctx, "GET", "/list?"+url.Values{"path": {p}}.Encode(), nil, &out)
+}
