@@ -124,4 +124,3 @@ func BenchmarkEncodeLevel(b *testing.B) {
 		}
 	}
 }
-

@@ -211,6 +211,9 @@ func TestChangelog_DecodeCorrupt(t *testing.T) {
 			if l != nil {
 				t.Errorf("returned a Log with the error")
 			}
+			if tc.want == ErrTruncated && !errors.Is(err, io.ErrUnexpectedEOF) {
+				t.Errorf("truncation %v does not wrap io.ErrUnexpectedEOF", err)
+			}
 			if !strings.HasPrefix(err.Error(), "changelog: ") {
 				t.Errorf("error %q lacks the package prefix", err)
 			}

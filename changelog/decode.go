@@ -94,7 +94,7 @@ func Decode(r io.Reader, lim Limits) (*Log, error) {
 	body.Grow(int(min(compLen, 1<<20)))
 	if n, err := io.CopyN(&body, r, int64(compLen)); err != nil {
 		if err == io.EOF {
-			return nil, fmt.Errorf("%w: body: read %d of %d bytes", ErrTruncated, n, compLen)
+			return nil, fmt.Errorf("%w: body: read %d of %d bytes: %w", ErrTruncated, n, compLen, io.ErrUnexpectedEOF)
 		}
 		return nil, fmt.Errorf("read body: %w", err)
 	}
@@ -133,9 +133,10 @@ func Unmarshal(b []byte, lim Limits) (*Log, error) {
 	return Decode(bytes.NewReader(b), lim)
 }
 
+// truncated reports a short read of what; it also wraps io.ErrUnexpectedEOF.
 func truncated(what string, err error) error {
 	if err == io.EOF || err == io.ErrUnexpectedEOF {
-		return fmt.Errorf("%w: %s", ErrTruncated, what)
+		return fmt.Errorf("%w: %s: %w", ErrTruncated, what, io.ErrUnexpectedEOF)
 	}
 	return fmt.Errorf("read %s: %w", what, err)
 }

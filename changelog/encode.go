@@ -14,10 +14,9 @@ import (
 	"drfs/journal"
 )
 
-// encoderLevel is the zstd level of the body. SpeedFastest was measured
-// against SpeedDefault on 4 KiB random writes (BenchmarkEncodeLevel): see
-// doc.go.
-const encoderLevel = zstd.SpeedFastest
+// encoderLevel is the zstd level of the body, chosen over SpeedFastest with
+// BenchmarkEncodeLevel (see doc.go).
+const encoderLevel = zstd.SpeedDefault
 
 var encoders = sync.Pool{New: func() any {
 	e, err := zstd.NewWriter(nil,

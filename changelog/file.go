@@ -74,4 +74,3 @@ func ReadFile(path string, lim Limits) (*Log, error) {
 	}
 	return l, nil
 }
-
