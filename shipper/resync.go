@@ -52,8 +52,8 @@ func (s *Shipper) resync(ctx context.Context) error {
 		}
 	}
 	// A repair is complete once the journal has been shipped past this point.
-	if seq, _ := s.vol.Meta().Uint(keySyncSeq); seq == 0 {
-		if err := s.vol.Meta().SetUint(keySyncBusy, uint64(s.vol.Barrier())); err != nil {
+	if pending, _ := s.vol.Meta().Uint(keySyncSeq); pending == 0 {
+		if err := s.vol.Meta().SetUint(keySyncBusy, uint64(s.vol.Barrier())+1); err != nil {
 			return err
 		}
 	}

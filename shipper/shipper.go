@@ -22,8 +22,8 @@ import (
 // Metadata keys of the shipper's durable state, in the volume's metadata store.
 const (
 	keyNext     = volume.KeyShipNext // next seq to ship is this + 1 (journal kept from there)
-	keySyncSeq  = "ship/sync_seq"    // a full resync is pending; the replica becomes consistent at this seq
-	keySyncBusy = "ship/sync_busy"   // 1 while a resync pass is under way (replica told it is inconsistent)
+	keySyncSeq  = "ship/sync_seq"    // seq+1: a full resync is pending; the replica becomes consistent at seq (0: none)
+	keySyncBusy = "ship/sync_busy"   // seq+1: a repair resync is covered once the journal shipped past seq (0: none)
 )
 
 // Schedule says when cycles start.
@@ -246,16 +246,16 @@ func (s *Shipper) session(ctx context.Context) error {
 		return fmt.Errorf("%w: the replica is at generation %d, this primary at %d: it was promoted, and this site must not ship any more", ErrFenced, st.Generation, gen)
 	}
 	last := uint64(s.j.LastSeq())
-	syncSeq, _ := s.vol.Meta().Uint(keySyncSeq)
+	syncPending, _ := s.vol.Meta().Uint(keySyncSeq)
 	switch {
-	case st.VolumeID == "" || (!st.Consistent && syncSeq == 0 && st.Applied == 0):
+	case st.VolumeID == "" || (!st.Consistent && syncPending == 0 && st.Applied == 0):
 		s.cfg.Logf("replica %s holds no copy of volume %s: starting the initial sync", s.t, s.vol.Name())
 		if err := s.planFullSync("initial sync"); err != nil {
 			return err
 		}
 	case st.Applied > last:
 		return fmt.Errorf("%w: the replica has applied seq %d but this journal ends at %d: the two sides diverged", ErrFenced, st.Applied, last)
-	case syncSeq == 0 && st.Applied != s.next.Load():
+	case syncPending == 0 && st.Applied != s.next.Load():
 		first := uint64(s.j.FirstSeq())
 		if st.Applied+1 >= first || first == 0 {
 			s.cfg.Logf("replica is at seq %d, resuming from there", st.Applied)
@@ -279,7 +279,7 @@ func (s *Shipper) planFullSync(reason string) error {
 	if err := s.vol.Meta().AddResync([]volume.Extent{{Path: ".", Len: -1, Reason: reason}}); err != nil {
 		return err
 	}
-	if err := s.vol.Meta().SetUint(keySyncSeq, seq); err != nil {
+	if err := s.vol.Meta().SetUint(keySyncSeq, seq+1); err != nil {
 		return err
 	}
 	s.next.Store(seq)
@@ -298,7 +298,8 @@ func (s *Shipper) cycles(ctx context.Context) error {
 				return err
 			}
 		}
-		if seq, _ := s.vol.Meta().Uint(keySyncSeq); seq > 0 {
+		if plus1, _ := s.vol.Meta().Uint(keySyncSeq); plus1 > 0 {
+			seq := plus1 - 1
 			if err := s.t.SyncComplete(ctx, s.vol.ID(), gen, seq); err != nil {
 				return fmt.Errorf("complete sync: %w", err)
 			}
@@ -306,7 +307,7 @@ func (s *Shipper) cycles(ctx context.Context) error {
 			s.vol.Meta().SetUint(keySyncBusy, 0)
 			s.applied.Store(seq)
 			s.cfg.Logf("replica is consistent at seq %d", seq)
-		} else if busy, _ := s.vol.Meta().Uint(keySyncBusy); busy > 0 && s.applied.Load() >= busy {
+		} else if busy, _ := s.vol.Meta().Uint(keySyncBusy); busy > 0 && s.applied.Load() >= busy-1 {
 			// A repair resync is covered once the journal shipped past its end.
 			if err := s.t.SyncComplete(ctx, s.vol.ID(), gen, s.applied.Load()); err != nil {
 				return fmt.Errorf("complete resync: %w", err)
@@ -602,7 +603,7 @@ func (s *Shipper) degrade() error {
 	}
 	// The replica stays at its applied seq; once the extents are resynced it is declared
 	// consistent at seq.
-	if err := s.vol.Meta().SetUint(keySyncSeq, seq); err != nil {
+	if err := s.vol.Meta().SetUint(keySyncSeq, seq+1); err != nil {
 		return err
 	}
 	if err := s.vol.Meta().SetUint(keyNext, seq); err != nil {

@@ -25,7 +25,7 @@ import (
 
 // Defaults for Config fields left zero.
 const (
-	DefaultRegionSize         = 4 << 20
+	DefaultRegionSize         = 64 << 20
 	DefaultCheckpointInterval = 30 * time.Second
 	DefaultCheckpointBytes    = 512 << 20
 )
