@@ -643,3 +643,28 @@ func opPath(op journal.Op) string {
 	}
 	return "."
 }
+
+// SyncNow starts a cycle at once and waits until the replica has acknowledged every record
+// journaled before the call. It returns the acknowledged seq.
+func (s *Shipper) SyncNow(ctx context.Context) (uint64, error) {
+	target := uint64(s.j.LastSeq())
+	tick := time.NewTicker(2 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if a := s.applied.Load(); a >= target && !s.vol.ResyncPending() {
+			return a, nil
+		}
+		s.mu.Lock()
+		state, lastErr := s.state, s.lastErr
+		s.mu.Unlock()
+		if state == "fenced" {
+			return s.applied.Load(), fmt.Errorf("%w: %s", ErrFenced, lastErr)
+		}
+		s.Kick()
+		select {
+		case <-ctx.Done():
+			return s.applied.Load(), fmt.Errorf("replica at seq %d, waiting for %d: %w (last error: %s)", s.applied.Load(), target, ctx.Err(), lastErr)
+		case <-tick.C:
+		}
+	}
+}

@@ -57,6 +57,27 @@ func serveControl(vol *volume.Volume, ship *shipper.Shipper, mnt string, logger 
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(statusMap(vs, ss))
 	})
+	mux.HandleFunc("POST /sync", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		if ship == nil {
+			w.WriteHeader(http.StatusConflict)
+			json.NewEncoder(w).Encode(map[string]string{"error": "this volume has no replica (mount with --replica)"})
+			return
+		}
+		timeout, _ := time.ParseDuration(r.URL.Query().Get("timeout"))
+		if timeout <= 0 {
+			timeout = 10 * time.Minute
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), timeout)
+		defer cancel()
+		seq, err := ship.SyncNow(ctx)
+		if err != nil {
+			w.WriteHeader(http.StatusGatewayTimeout)
+			json.NewEncoder(w).Encode(map[string]any{"error": err.Error(), "acked_seq": seq})
+			return
+		}
+		json.NewEncoder(w).Encode(map[string]any{"acked_seq": seq})
+	})
 	srv, err := serveHTTP("unix", path, mux, logger)
 	if err != nil {
 		return nil, err
@@ -69,7 +90,6 @@ func serveControl(vol *volume.Volume, ship *shipper.Shipper, mnt string, logger 
 func controlClient(state string) *http.Client {
 	path := filepath.Join(state, controlSocket)
 	return &http.Client{
-		Timeout: 10 * time.Second,
 		Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			var d net.Dialer
 			return d.DialContext(ctx, "unix", path)

@@ -22,6 +22,7 @@ Usage:
   drfs certs --out DIR [--host NAME]...
   drfs status (--state DIR | --dir DIR) [--json]
   drfs points --dir DIR --volume NAME [--json]
+  drfs sync --state DIR [--timeout D]
   drfs journal dump --state DIR [--from SEQ] [--to SEQ]
 
 Run "drfs COMMAND -h" for the options of a command.
@@ -50,6 +51,8 @@ func main() {
 		cmd = &certsCommand{}
 	case "points":
 		cmd = &pointsCommand{}
+	case "sync":
+		cmd = &syncCommand{}
 	case "journal":
 		cmd = &journalCommand{}
 	case "-h", "--help", "help":
