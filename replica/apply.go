@@ -20,6 +20,7 @@ type applier struct {
 	u     *undoWriter
 	trash string
 	n, n2 int // trash names handed out by undoFor and used by do, in the same order
+	done  int // ops applied (for a test's simulated crash)
 	fds   map[string]int
 }
 
@@ -81,6 +82,13 @@ func (a *applier) run(ops []journal.Op) error {
 			return fmt.Errorf("sync undo: %w", err)
 		}
 		for _, op := range batch {
+			if a.v.crashAfter > 0 {
+				if a.done == a.v.crashAfter {
+					a.u.sync()
+					return errCrash
+				}
+				a.done++
+			}
 			if err := a.do(op); err != nil {
 				return fmt.Errorf("%s: %w", describe(op), err)
 			}
@@ -390,9 +398,19 @@ func (a *applier) do(op journal.Op) error {
 	case journal.OpUnlink:
 		return a.doMoveAside(o.Path)
 	case journal.OpRmdir:
+		// rmdir is a move to the trash (so it can be undone), but must keep rmdir's rule: the
+		// primary only journals the removal of an empty directory.
+		if err := a.checkEmptyDir(o.Path); err != nil {
+			return err
+		}
 		return a.doMoveAside(o.Path)
 	case journal.OpRename:
 		if o.Flags&unix.RENAME_EXCHANGE == 0 && a.t.exists(o.NewPath) {
+			if st, err := a.t.lstat(o.NewPath); err == nil && st.Mode&unix.S_IFMT == unix.S_IFDIR {
+				if err := a.checkEmptyDir(o.NewPath); err != nil {
+					return err
+				}
+			}
 			if err := a.doMoveAside(o.NewPath); err != nil {
 				return err
 			}
@@ -414,6 +432,21 @@ func (a *applier) do(op journal.Op) error {
 		})
 	}
 	return fmt.Errorf("unsupported op %T", op)
+}
+
+// checkEmptyDir fails unless p is an empty directory.
+func (a *applier) checkEmptyDir(p string) error {
+	fd, err := a.t.open(p, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	if err != nil {
+		return err
+	}
+	f := fdFile(fd)
+	defer f.Close()
+	names, _ := f.Readdirnames(1)
+	if len(names) > 0 {
+		return fmt.Errorf("directory %s is not empty on the replica: %w", p, unix.ENOTEMPTY)
+	}
+	return nil
 }
 
 // doMoveAside performs the move recorded by moveAside, in the same order.

@@ -85,7 +85,14 @@ type Volume struct {
 
 	mu sync.Mutex
 	st State
+
+	// crashAfter, when > 0, makes applyOps stop after that many ops as if the process died
+	// there (tests only): the undo is left for OpenVolume to roll back.
+	crashAfter int
 }
+
+// errCrash is the simulated death of a test's crashAfter.
+var errCrash = errors.New("replica: simulated crash")
 
 // OpenVolume opens (creating if needed) volume name under dir, rolling back a log whose
 // application was interrupted.
@@ -253,6 +260,9 @@ func (v *Volume) Apply(l *changelog.Log) (uint64, error) {
 		return v.st.Applied, err
 	}
 	undoBytes, err := v.applyOps(a, l.Ops)
+	if errors.Is(err, errCrash) {
+		return v.st.Applied, err
+	}
 	if err != nil {
 		v.opts.Logf("volume %s: apply log %d-%d: %v; rolling back", v.name, l.FromSeq, l.ToSeq, err)
 		if rerr := v.rollbackApplying(); rerr != nil {
