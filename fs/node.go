@@ -6,8 +6,10 @@ package fs
 import (
 	"context"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"runtime"
+	"sync"
 	"syscall"
 	"time"
 
@@ -24,6 +26,21 @@ import (
 type Node struct {
 	gofs.LoopbackNode
 	vol *volume.Volume
+
+	tmpMu sync.Mutex
+	tmpFd int // a descriptor of an O_TMPFILE file, to link it by; -1 otherwise
+}
+
+var _ = (gofs.NodeOnForgetter)((*Node)(nil))
+
+// OnForget closes the descriptor kept for an O_TMPFILE file.
+func (n *Node) OnForget() {
+	n.tmpMu.Lock()
+	defer n.tmpMu.Unlock()
+	if n.tmpFd >= 0 {
+		unix.Close(n.tmpFd)
+		n.tmpFd = -1
+	}
 }
 
 var (
@@ -52,7 +69,7 @@ func NewRoot(vol *volume.Volume) (gofs.InodeEmbedder, error) {
 	}
 	lr := &gofs.LoopbackRoot{Path: vol.Source(), Dev: uint64(st.Dev)}
 	lr.NewNode = func(r *gofs.LoopbackRoot, _ *gofs.Inode, _ string, _ *syscall.Stat_t) gofs.InodeEmbedder {
-		return &Node{LoopbackNode: gofs.LoopbackNode{RootData: r}, vol: vol}
+		return &Node{LoopbackNode: gofs.LoopbackNode{RootData: r}, vol: vol, tmpFd: -1}
 	}
 	root := lr.NewNode(lr, nil, "", &st)
 	lr.RootNode = root
@@ -246,6 +263,9 @@ func (n *Node) Link(ctx context.Context, target gofs.InodeEmbedder, name string,
 	}
 	old, ok := relPath(target.EmbeddedInode())
 	if !ok {
+		if tn, isNode := target.(*Node); isNode {
+			return n.linkTmpfile(ctx, tn, name, p, out)
+		}
 		return nil, syscall.EXDEV
 	}
 	ch, errno := n.LoopbackNode.Link(ctx, target, name, out)
@@ -495,11 +515,95 @@ func (n *Node) Fsync(ctx context.Context, f gofs.FileHandle, flags uint32) sysca
 	return toErrno(n.vol.Sync())
 }
 
-// Tmpfile implements NodeTmpfiler by refusing: an O_TMPFILE file has no name to journal its
-// writes under, and linking it later (linkat from /proc) bypasses FUSE. Programs fall back to
-// a named temporary file.
+// Tmpfile implements NodeTmpfiler. An O_TMPFILE file has no name: nobody else can see it, so
+// its writes are not journaled until it is linked into the tree (see Link), which journals its
+// creation and its whole content at once.
 func (n *Node) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
-	return nil, nil, 0, syscall.EOPNOTSUPP
+	ch, fh, _, errno := n.LoopbackNode.Tmpfile(ctx, uint32(backingFlags(flags)), mode, out)
+	if errno != 0 {
+		return nil, nil, 0, errno
+	}
+	lf := fh.(*gofs.LoopbackFile)
+	fd, _ := lf.PassthroughFd()
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		lf.Release(ctx)
+		return nil, nil, 0, gofs.ToErrno(err)
+	}
+	node := ch.Operations().(*Node)
+	// Keep a descriptor to link the file by later: LINK does not carry one.
+	dup, err := unix.Dup(fd)
+	if err != nil {
+		lf.Release(ctx)
+		return nil, nil, 0, gofs.ToErrno(err)
+	}
+	node.tmpMu.Lock()
+	node.tmpFd = dup
+	node.tmpMu.Unlock()
+	return ch, newFile(node, lf, st.Ino, flags), 0, 0
+}
+
+// linkTmpfile links an O_TMPFILE file at p and journals its creation and content.
+func (n *Node) linkTmpfile(ctx context.Context, target *Node, name, p string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	target.tmpMu.Lock()
+	fd := target.tmpFd
+	target.tmpMu.Unlock()
+	if fd < 0 {
+		return nil, syscall.EXDEV
+	}
+	err := unix.Linkat(unix.AT_FDCWD, fmt.Sprintf("/proc/self/fd/%d", fd), unix.AT_FDCWD, n.abs(p), unix.AT_SYMLINK_FOLLOW)
+	if err != nil {
+		return nil, gofs.ToErrno(err)
+	}
+	var st syscall.Stat_t
+	if err := syscall.Fstat(fd, &st); err != nil {
+		return nil, gofs.ToErrno(err)
+	}
+	if errno := n.record(journal.OpCreate{Path: p, Mode: st.Mode, Uid: st.Uid, Gid: st.Gid, Ino: st.Ino}); errno != 0 {
+		return nil, errno
+	}
+	if errno := n.journalContent(fd, p, st.Ino, st.Size); errno != 0 {
+		return nil, errno
+	}
+	out.FromStat(&st)
+	ch := n.NewInode(ctx, target, target.StableAttr())
+	return ch, 0
+}
+
+// journalContent journals the data of a file that reached the tree without its writes being
+// journaled (a linked O_TMPFILE), skipping holes.
+func (n *Node) journalContent(fd int, p string, ino uint64, size int64) syscall.Errno {
+	if size > 0 {
+		if err := n.vol.MarkHot(ino, 0, size); err != nil {
+			return toErrno(err)
+		}
+	}
+	buf := make([]byte, 1<<20)
+	for pos := int64(0); pos < size; {
+		data, err := unix.Seek(fd, pos, unix.SEEK_DATA)
+		if err != nil {
+			break // no more data: the rest is a hole
+		}
+		hole, err := unix.Seek(fd, data, unix.SEEK_HOLE)
+		if err != nil {
+			hole = size
+		}
+		for q := data; q < hole; {
+			r, err := unix.Pread(fd, buf[:min(int64(len(buf)), hole-q)], q)
+			if err != nil {
+				return gofs.ToErrno(err)
+			}
+			if r == 0 {
+				break
+			}
+			if errno := n.record(journal.OpWrite{Path: p, Ino: ino, Off: q, Data: buf[:r]}); errno != 0 {
+				return errno
+			}
+			q += int64(r)
+		}
+		pos = hole
+	}
+	return n.record(journal.OpTruncate{Path: p, Ino: ino, Size: size})
 }
 
 // CopyFileRange implements NodeCopyFileRanger. The copied bytes are read and journaled as a

@@ -225,3 +225,7 @@ func opPath(op journal.Op) string {
 	}
 	return "."
 }
+
+// MarkHot records [off, off+n) of ino hot, for data that reaches a source file outside Write
+// (a linked O_TMPFILE). The caller holds LockNamespace.
+func (v *Volume) MarkHot(ino uint64, off, n int64) error { return v.markHot(ino, off, n) }
