@@ -51,9 +51,9 @@ rejects stale bytes that happen to carry a valid CRC. Type 0 is invalid. A
 frame whose first 16 bytes are zero marks the end of the written data: seq 0
 is never valid, so a real record never looks like that.
 
-An appender writes length, seq and type first, then the payload, then the CRC
-last. A frame interrupted by the death of the process therefore never has a
-valid CRC, and any non-zero byte in it implies its length is there.
+An appender writes the whole frame (header, then payload parts) with one
+pwritev at its reserved offset; the padding is already zero in a fresh
+segment. A frame cut short by the death of the process fails its CRC.
 
 These constants are part of the format and must not be changed without
 bumping the version: segMagic, formatVersion, segHeaderSize (32), frameHeader
@@ -76,12 +76,17 @@ one of:
 # Durability
 
 Append takes a mutex only to assign the seq and reserve the byte range (and
-to roll over), then copies the frame into the MAP_SHARED mapping of the
-active segment outside the lock, so concurrent appenders copy in parallel.
+to roll over), then writes the frame with pwritev outside the lock, so
+concurrent appenders write in parallel. (Segments are mapped read-only in
+effect: readers use the MAP_SHARED mapping, which the page cache keeps
+coherent with the writes. Writing through the mapping instead made every
+fdatasync about 1.5x slower: writeback has to write-protect the dirtied pages
+again.) If a write fails, the journal is poisoned: no later record could be
+published past the hole, so every Append and Sync returns the cause.
 A published watermark advances over contiguous completed records. Append
 returns once the watermark covers its own seq: its bytes and those of every
 earlier record are in the page cache, so they survive kill -9 of the process.
-(Waiting for earlier records costs at most the tail of their memcpy; it
+(Waiting for earlier records costs at most the tail of their write; it
 guarantees that an acknowledged record never sits behind a hole, which
 recovery would have to cut.)
 
@@ -119,11 +124,17 @@ The payload of each record type is one Op (op.go). Fields are encoded in
 struct order: unsigned integers as minimal uvarints, signed ones (offsets,
 sizes, times in Unix ns) as minimal zig-zag varints, strings and byte slices
 as a uvarint length followed by the bytes. OpWrite is the exception: its Data
-is the rest of the payload without a length, so AppendWriteHeader(path, off)
-followed by the data is the whole payload and Append can take the data as a
-separate part without another copy.
+is the rest of the payload without a length, so
+AppendWriteHeader(path, ino, off) followed by the data is the whole payload
+and Append can take the data as a separate part without another copy.
 
-	OpWrite:  | len | path | varint off | data ...                     |
+	OpWrite:  | len | path | uvarint ino | varint off | data ...       |
+
+Every op carries Ino, the inode number of its object in the source
+filesystem: local replay after a power loss applies data records by inode,
+because a file may have been renamed after the record was written and the
+rename may or may not have reached the disk.
+
 	OpHot:    | uvarint ino | uvarint region |
 
 DecodeOp is strict: every length is bounds-checked, integers must be
