@@ -20,9 +20,13 @@
 #   BENCH_OUT       results file (default bench/results/DATE-REV.md)
 #   BENCH_NO_BUILD  if 1, use existing bin/ binaries instead of building
 #   BENCH_DRFS      drfs binary to use instead of building bin/drfs
+#   BENCH_REPLICATION  if 0, skip the replication benchmark (bench/replication.sh,
+#                   run after the fio section; see its header for its settings)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$PWD
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 
 RUNTIME=${BENCH_RUNTIME:-10}
@@ -289,8 +293,6 @@ except Exception: print("-")' "$1" "$2"
 	done
 } >"$S/baseline.md"
 
-mem=$(awk '/MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo)
-cpu=$(awk -F: '/model name/ {sub(/^ +/, "", $2); print $2; exit}' /proc/cpuinfo)
 {
 	echo "# drfs benchmark $(date +%F) ($rev)"
 	echo
@@ -303,15 +305,7 @@ cpu=$(awk -F: '/model name/ {sub(/^ +/, "", $2); print $2; exit}' /proc/cpuinfo)
 	echo
 	cat "$S/baseline.md"
 	echo
-	echo "## Machine"
-	echo
-	echo "- CPU: ${cpu:-unknown}, nproc $(nproc)"
-	echo "- memory: $mem"
-	echo "- kernel: $(uname -r)"
-	echo "- scratch: $S ($(df -T "$S" | awk 'NR==2 {print $2 " on " $1}'))"
-	echo "- fio: $(fio --version)"
-	echo "- go: $(go version 2>/dev/null || echo unknown)"
-	echo "- git: $(git rev-parse --short HEAD 2>/dev/null || echo 'no commits') $( [[ -n $(git status --porcelain 2>/dev/null) ]] && echo '(dirty)')"
+	machine_section "$S"
 	echo
 	echo "## Notes"
 	echo
@@ -334,3 +328,16 @@ if want_target loop-pt && [[ $PT_STATE != true ]]; then
 	echo "warning: loop-pt ran without kernel passthrough (negotiated: ${PT_STATE:-unknown})"
 fi
 echo "results: $OUT"
+
+# ---- replication ----------------------------------------------------------
+# Shipping cost against rsync, compression and replica lag: bench/replication.sh
+# writes its own results file.
+if [[ ${BENCH_REPLICATION:-1} != 0 ]]; then
+	echo
+	log "replication benchmark (bench/replication.sh)"
+	repl_env=()
+	if want_target drfs && [[ -z $DRFS_NA && -x $DRFS_BIN ]]; then
+		repl_env=(BENCH_DRFS="$DRFS_BIN")
+	fi
+	env "${repl_env[@]}" bash "$ROOT/bench/replication.sh" || die "replication benchmark failed"
+fi

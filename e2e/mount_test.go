@@ -96,7 +96,9 @@ func daemonCommand(t testing.TB, m *Mount) (string, []string) {
 		return standinBin, []string{"mount", "--source", m.Src, "--state", m.State, "--volume", m.Volume, m.Mnt}
 	}
 	requireBuilt(t, drfsBin, "drfs (cmd/drfs)")
-	return drfsBin, []string{"mount", "--source", m.Src, "--state", m.State, "--volume", m.Volume, m.Mnt}
+	args := []string{"mount", "--source", m.Src, "--state", m.State, "--volume", m.Volume}
+	args = append(args, m.Args...)
+	return drfsBin, append(args, m.Mnt)
 }
 
 // requireTools fails (never skips) when a prerequisite is missing.
@@ -122,7 +124,8 @@ type Mount struct {
 	State  string
 	Mnt    string
 	Volume string
-	Logs   string // directory for daemon logs, outside src/state/mnt
+	Logs   string   // directory for daemon logs, outside src/state/mnt
+	Args   []string // extra `drfs mount` flags (replication); may be changed before Remount
 
 	mu      sync.Mutex
 	cmd     *exec.Cmd
@@ -165,18 +168,36 @@ func testMount(t testing.TB) *Mount {
 // needed); "" means a fresh directory next to state and mnt.
 func testMountSrc(t testing.TB, src string) *Mount {
 	t.Helper()
+	return testMountWith(t, MountOptions{Src: src})
+}
+
+// MountOptions configure testMountWith.
+type MountOptions struct {
+	Src     string           // source directory ("" = fresh directory next to state and mnt)
+	Volume  string           // volume name ("" = "e2e")
+	Args    []string         // extra `drfs mount` flags, e.g. --replica URL --insecure
+	Prepare func(src string) // called with the source directory before the first mount
+}
+
+// testMountWith is testMount with options.
+func testMountWith(t testing.TB, o MountOptions) *Mount {
+	t.Helper()
 	requireTools(t, "umount")
 	d := scratchDir(t, "drfs-e2e-")
-	if src == "" {
-		src = filepath.Join(d, "src")
+	if o.Src == "" {
+		o.Src = filepath.Join(d, "src")
+	}
+	if o.Volume == "" {
+		o.Volume = "e2e"
 	}
 	m := &Mount{
 		t:      t,
-		Src:    src,
+		Src:    o.Src,
 		State:  filepath.Join(d, "state"),
 		Mnt:    filepath.Join(d, "mnt"),
 		Logs:   filepath.Join(d, "logs"),
-		Volume: "e2e",
+		Volume: o.Volume,
+		Args:   o.Args,
 	}
 	for _, p := range []string{m.Src, m.State, m.Mnt, m.Logs} {
 		if err := os.MkdirAll(p, 0o755); err != nil {
@@ -184,6 +205,9 @@ func testMountSrc(t testing.TB, src string) *Mount {
 		}
 	}
 	t.Cleanup(m.cleanup)
+	if o.Prepare != nil {
+		o.Prepare(m.Src)
+	}
 	m.start()
 	return m
 }
@@ -472,7 +496,16 @@ type Status struct {
 	JournalBytes  *uint64        `json:"journal_bytes"`
 	Clean         *bool          `json:"clean"`
 	Resync        []ResyncRegion `json:"resync"`
-	raw           string
+	// Replication (present when mounted with --replica).
+	AckedSeq         uint64  `json:"acked_seq"`
+	LagSeconds       float64 `json:"lag_seconds"`
+	PendingBytes     int64   `json:"pending_bytes"`
+	ReplicationState string  `json:"replication_state"`
+	LastError        string  `json:"last_error"`
+	Retries          int64   `json:"retries"`
+	SyncDoneBytes    int64   `json:"sync_done_bytes"`
+	SyncTotalBytes   int64   `json:"sync_total_bytes"`
+	raw              string
 }
 
 type ResyncRegion struct {

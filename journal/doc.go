@@ -129,13 +129,12 @@ AppendWriteHeader(path, ino, off) followed by the data is the whole payload
 and Append can take the data as a separate part without another copy.
 
 	OpWrite:  | len | path | uvarint ino | varint off | data ...       |
+	OpHot:    | uvarint ino | uvarint region |
 
 Every op carries Ino, the inode number of its object in the source
 filesystem: local replay after a power loss applies data records by inode,
 because a file may have been renamed after the record was written and the
 rename may or may not have reached the disk.
-
-	OpHot:    | uvarint ino | uvarint region |
 
 DecodeOp is strict: every length is bounds-checked, integers must be
 minimally encoded, trailing bytes are rejected and paths must be relative,
