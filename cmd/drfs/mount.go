@@ -9,6 +9,7 @@ import (
 	"log"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -170,7 +171,7 @@ func (c *mountCommand) Run(ctx context.Context) error {
 	}
 	var servers []*http.Server
 	if c.metrics != "" {
-		srv, err := serveHTTP("tcp", c.metrics, promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), logger)
+		srv, err := serveHTTP("tcp", c.metrics, metricsMux(reg), logger)
 		if err != nil {
 			unmount(server, mnt, logger)
 			closeVol()
@@ -333,4 +334,16 @@ func parseSize(s string) (int64, error) {
 		return 0, fmt.Errorf("%q is not a size (e.g. 512M, 10G)", s)
 	}
 	return n * mult, nil
+}
+
+// metricsMux serves Prometheus metrics on /metrics (and /) and Go profiles on /debug/pprof/.
+func metricsMux(reg *prometheus.Registry) http.Handler {
+	mux := http.NewServeMux()
+	h := promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
+	mux.Handle("/metrics", h)
+	mux.Handle("/", h)
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	return mux
 }

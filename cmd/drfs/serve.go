@@ -13,7 +13,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"drfs/changelog"
 	"drfs/replica"
@@ -76,7 +75,7 @@ func (c *serveCommand) Run(ctx context.Context) error {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	srv.RegisterMetrics(reg)
 	if c.metrics != "" {
-		m, err := serveHTTP("tcp", c.metrics, promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), logger)
+		m, err := serveHTTP("tcp", c.metrics, metricsMux(reg), logger)
 		if err != nil {
 			return fmt.Errorf("metrics listener: %w", err)
 		}
