@@ -1,0 +1,232 @@
+package shipper
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"drfs/journal"
+	"drfs/replica"
+	"drfs/volume"
+)
+
+func TestParseSchedule(t *testing.T) {
+	for _, c := range []struct {
+		interval string
+		rpo      time.Duration
+		want     string
+		err      bool
+	}{
+		{"", 0, "every 30s", false},
+		{"5m", 0, "every 5m0s", false},
+		{"continuous", 0, "continuous", false},
+		{"", 30 * time.Second, "rpo 30s", false},
+		{"30s", 30 * time.Second, "", true},
+		{"banana", 0, "", true},
+		{"-5s", 0, "", true},
+		{"", time.Millisecond, "", true},
+	} {
+		s, err := ParseSchedule(c.interval, c.rpo)
+		if (err != nil) != c.err || (err == nil && s.String() != c.want) {
+			t.Errorf("ParseSchedule(%q, %s) = %v, %v; want %q, err=%v", c.interval, c.rpo, s, err, c.want, c.err)
+		}
+	}
+}
+
+type env struct {
+	vol    *volume.Volume
+	repDir string
+	target Target
+	fd     int
+	ino    uint64
+	path   string
+	sh     *Shipper
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+type fileRef string
+
+func (f fileRef) JournalPath() (string, bool) { return string(f), true }
+
+// slowTarget delays every Send, standing in for a slow WAN link.
+type slowTarget struct {
+	Target
+	mu    sync.Mutex
+	delay time.Duration
+	down  bool
+}
+
+func (s *slowTarget) Send(ctx context.Context, b []byte) (uint64, error) {
+	s.mu.Lock()
+	d, down := s.delay, s.down
+	s.mu.Unlock()
+	if down {
+		return 0, context.DeadlineExceeded
+	}
+	time.Sleep(d)
+	return s.Target.Send(ctx, b)
+}
+
+func (s *slowTarget) State(ctx context.Context) (replica.State, error) {
+	s.mu.Lock()
+	down := s.down
+	s.mu.Unlock()
+	if down {
+		return replica.State{}, context.DeadlineExceeded
+	}
+	return s.Target.State(ctx)
+}
+
+func newEnv(t *testing.T, cfg Config, wrap func(Target) Target) *env {
+	t.Helper()
+	d := t.TempDir()
+	src := filepath.Join(d, "src")
+	os.Mkdir(src, 0o755)
+	vol, err := volume.Open(volume.Config{Source: src, State: filepath.Join(d, "state"), CheckpointInterval: -1, SegmentSize: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &env{vol: vol, repDir: filepath.Join(d, "rep")}
+	tgt, err := OpenTarget("file://"+e.repDir, vol.Name(), nil, false, t.Logf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.target = tgt
+	if wrap != nil {
+		e.target = wrap(tgt)
+	}
+	// A file written through the volume API, as the FUSE layer would.
+	e.path = "disk.img"
+	unlock := vol.LockNamespace()
+	e.fd, err = unix.Open(filepath.Join(src, e.path), unix.O_RDWR|unix.O_CREAT, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st unix.Stat_t
+	unix.Fstat(e.fd, &st)
+	e.ino = st.Ino
+	vol.Record(journal.OpCreate{Path: e.path, Mode: st.Mode, Ino: st.Ino})
+	unlock()
+
+	cfg.Volume, cfg.Target, cfg.Logf = vol, e.target, t.Logf
+	if e.sh, err = New(cfg); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	e.cancel, e.done = cancel, make(chan struct{})
+	go func() { defer close(e.done); e.sh.Run(ctx) }()
+	t.Cleanup(func() {
+		e.cancel()
+		<-e.done
+		unix.Close(e.fd)
+		tgt.Close()
+		vol.Close()
+	})
+	return e
+}
+
+func (e *env) write(t *testing.T, off int64, data []byte) {
+	t.Helper()
+	if _, err := e.vol.Write(fileRef(e.path), e.ino, e.fd, data, off); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (e *env) sync(t *testing.T) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := e.sh.SyncNow(ctx); err != nil {
+		t.Fatalf("SyncNow: %v (status %+v)", err, e.sh.Status())
+	}
+}
+
+func (e *env) checkEqual(t *testing.T) {
+	t.Helper()
+	a, _ := os.ReadFile(filepath.Join(e.vol.Source(), e.path))
+	b, err := os.ReadFile(filepath.Join(e.repDir, e.vol.Name(), "data", e.path))
+	if err != nil || !bytes.Equal(a, b) {
+		t.Fatalf("replica differs from the source (len %d vs %d, err %v)", len(a), len(b), err)
+	}
+}
+
+func TestShipper_RPO(t *testing.T) {
+	var slow *slowTarget
+	e := newEnv(t, Config{Schedule: Schedule{RPO: 300 * time.Millisecond}}, func(tg Target) Target {
+		slow = &slowTarget{Target: tg}
+		return slow
+	})
+	e.sync(t)
+	// A steady trickle of writes: the RPO schedule keeps lag under the target.
+	stop := time.Now().Add(1500 * time.Millisecond)
+	var maxLag float64
+	for i := 0; time.Now().Before(stop); i++ {
+		e.write(t, int64(i%256)*4096, bytes.Repeat([]byte{byte(i)}, 4096))
+		time.Sleep(5 * time.Millisecond)
+		maxLag = max(maxLag, e.sh.Status().LagSeconds)
+	}
+	e.sync(t)
+	if v := e.sh.Status().RPOViolations; v != 0 || maxLag > 0.3 {
+		t.Fatalf("on a fast link: %d RPO violations, max lag %.3fs (target 0.3s)", v, maxLag)
+	}
+	// A link slower than the target: violations are counted, and shipping still converges.
+	slow.mu.Lock()
+	slow.delay = 600 * time.Millisecond
+	slow.mu.Unlock()
+	for i := 0; i < 20; i++ {
+		e.write(t, int64(i)*4096, bytes.Repeat([]byte{0xee}, 4096))
+		time.Sleep(50 * time.Millisecond)
+	}
+	e.sync(t)
+	if v := e.sh.Status().RPOViolations; v == 0 {
+		t.Fatal("a 600ms link against a 300ms RPO reported no violation")
+	}
+	e.checkEqual(t)
+}
+
+func TestShipper_DegradeAndResync(t *testing.T) {
+	var slow *slowTarget
+	e := newEnv(t, Config{Schedule: Schedule{Continuous: true}, JournalMax: 3 << 20}, func(tg Target) Target {
+		slow = &slowTarget{Target: tg}
+		return slow
+	})
+	e.write(t, 0, bytes.Repeat([]byte{1}, 64<<20/16))
+	e.sync(t)
+	slow.mu.Lock()
+	slow.down = true
+	slow.mu.Unlock()
+	// 8 MiB of scattered writes with the replica away: past --journal-max the journal is
+	// folded into dirty extents, and writes never block.
+	for i := 0; i < 2048; i++ {
+		e.write(t, int64((i*7919)%4096)*4096, bytes.Repeat([]byte{byte(i)}, 4096))
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for e.sh.Status().State != "degraded" && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if st := e.sh.Status(); st.State != "degraded" {
+		t.Fatalf("state %q, want degraded (journal %d bytes)", st.State, e.vol.Journal().Size())
+	}
+	if !e.vol.ResyncPending() {
+		t.Fatal("no dirty extents recorded")
+	}
+	slow.mu.Lock()
+	slow.down = false
+	slow.mu.Unlock()
+	e.sync(t)
+	e.checkEqual(t)
+	if e.vol.ResyncPending() {
+		t.Fatal("extents still pending after the replica caught up")
+	}
+	st, _ := e.target.State(context.Background())
+	if !st.Consistent || st.Applied != uint64(e.vol.Journal().LastSeq()) {
+		t.Fatalf("replica state %+v after resync, journal at %d", st, e.vol.Journal().LastSeq())
+	}
+}
