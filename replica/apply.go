@@ -21,7 +21,9 @@ type applier struct {
 	trash string
 	n, n2 int // trash names handed out by undoFor and used by do, in the same order
 	done  int // ops applied (for a test's simulated crash)
-	fds   map[string]int
+	// tolerant skips ops whose effect is already present (see State.TolerantUntil).
+	tolerant bool
+	fds      map[string]int
 }
 
 // isBarrier reports ops that change which path names which object (or discard data in a way
@@ -39,7 +41,7 @@ func isBarrier(op journal.Op) bool {
 	return false
 }
 
-func (v *Volume) applyOps(a *Applying, ops []journal.Op) (int64, error) {
+func (v *Volume) applyOps(a *Applying, ops []journal.Op, tolerant bool) (int64, error) {
 	trash := filepath.Join(v.state, "trash", a.Trash)
 	if err := os.MkdirAll(trash, 0o700); err != nil {
 		return 0, err
@@ -48,7 +50,7 @@ func (v *Volume) applyOps(a *Applying, ops []journal.Op) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	ap := &applier{v: v, t: v.data, u: u, trash: trash, fds: map[string]int{}}
+	ap := &applier{v: v, t: v.data, u: u, trash: trash, fds: map[string]int{}, tolerant: tolerant}
 	defer ap.closeFds()
 	err = ap.run(ops)
 	if cerr := u.close(); err == nil {
@@ -90,6 +92,9 @@ func (a *applier) run(ops []journal.Op) error {
 				a.done++
 			}
 			if err := a.do(op); err != nil {
+				if a.tolerant && alreadyReflected(op, err) {
+					continue
+				}
 				return fmt.Errorf("%s: %w", describe(op), err)
 			}
 		}
@@ -99,6 +104,21 @@ func (a *applier) run(ops []journal.Op) error {
 		i = j
 	}
 	return nil
+}
+
+// alreadyReflected reports errors that, in a tolerant window, mean the op's effect is already
+// in the tree (the resync copied a later state): its object is gone, or already there.
+func alreadyReflected(op journal.Op, err error) bool {
+	if errors.Is(err, ErrEscape) {
+		return false
+	}
+	switch op.(type) {
+	case journal.OpRmdir:
+		return errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTEMPTY)
+	case journal.OpLink, journal.OpSymlink, journal.OpMknod:
+		return errors.Is(err, unix.ENOENT) || errors.Is(err, unix.EEXIST)
+	}
+	return errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR)
 }
 
 func describe(op journal.Op) string {
@@ -452,7 +472,7 @@ func (a *applier) checkEmptyDir(p string) error {
 // doMoveAside performs the move recorded by moveAside, in the same order.
 func (a *applier) doMoveAside(p string) error {
 	if !a.t.exists(p) {
-		return fmt.Errorf("%s does not exist on the replica", p)
+		return fmt.Errorf("%s does not exist on the replica: %w", p, unix.ENOENT)
 	}
 	a.closeFds()
 	// The trash names were numbered in undoFor in the same order as these moves.

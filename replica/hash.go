@@ -1,6 +1,7 @@
 package replica
 
 import (
+	"bytes"
 	"errors"
 	"io"
 
@@ -13,18 +14,19 @@ const DefaultBlockSize = 64 << 10
 
 // Entry describes one object for resync: what the other side needs to decide what to send.
 type Entry struct {
-	Name   string   `json:"name,omitempty"`
-	Exists bool     `json:"exists"`
-	Type   string   `json:"type,omitempty"` // file, dir, symlink, other
-	Size   int64    `json:"size,omitempty"`
-	Mode   uint32   `json:"mode,omitempty"`
-	Uid    uint32   `json:"uid,omitempty"`
-	Gid    uint32   `json:"gid,omitempty"`
-	Ino    uint64   `json:"ino,omitempty"`
-	Nlink  uint64   `json:"nlink,omitempty"`
-	Target string   `json:"target,omitempty"` // symlink target
-	Hashes []uint64 `json:"hashes,omitempty"` // per block of BlockSize from Off, for files
-	Off    int64    `json:"off,omitempty"`
+	Name   string            `json:"name,omitempty"`
+	Exists bool              `json:"exists"`
+	Type   string            `json:"type,omitempty"` // file, dir, symlink, other
+	Size   int64             `json:"size,omitempty"`
+	Mode   uint32            `json:"mode,omitempty"`
+	Uid    uint32            `json:"uid,omitempty"`
+	Gid    uint32            `json:"gid,omitempty"`
+	Ino    uint64            `json:"ino,omitempty"`
+	Nlink  uint64            `json:"nlink,omitempty"`
+	Target string            `json:"target,omitempty"` // symlink target
+	Hashes []uint64          `json:"hashes,omitempty"` // per block of BlockSize from Off, for files
+	Xattrs map[string][]byte `json:"xattrs,omitempty"`
+	Off    int64             `json:"off,omitempty"`
 }
 
 // TypeOf names the type of a stat mode.
@@ -85,6 +87,18 @@ func (v *Volume) Describe(p string, off, n int64, blockSize int) (Entry, error) 
 		return e, err
 	}
 	e.Exists, e.Type, e.Size, e.Mode, e.Uid, e.Gid, e.Ino, e.Nlink = true, TypeOf(st.Mode), st.Size, st.Mode, st.Uid, st.Gid, st.Ino, uint64(st.Nlink)
+	if e.Type == "file" || e.Type == "dir" {
+		err = v.data.at(p, func(dfd int, name string) error {
+			e.Xattrs, err = ReadXattrs(procPath(dfd, name))
+			return err
+		})
+		if p == "." {
+			e.Xattrs, err = ReadXattrs(v.data.root)
+		}
+		if err != nil {
+			return e, err
+		}
+	}
 	switch e.Type {
 	case "symlink":
 		err = v.data.at(p, func(dfd int, name string) error {
@@ -141,3 +155,32 @@ func (v *Volume) List(p string) ([]Entry, error) {
 
 // ZeroBlockHash is the hash of a block of n zero bytes (what a hole hashes to).
 func ZeroBlockHash(n int) uint64 { return xxhash.Sum64(make([]byte, n)) }
+
+// ReadXattrs returns the extended attributes of path (not following a final symlink) that
+// replication carries: all but security.selinux, which belongs to each host's policy.
+func ReadXattrs(path string) (map[string][]byte, error) {
+	buf := make([]byte, 64<<10)
+	n, err := unix.Llistxattr(path, buf)
+	if err != nil {
+		if errors.Is(err, unix.ENOTSUP) || errors.Is(err, unix.EOPNOTSUPP) {
+			return nil, nil
+		}
+		return nil, err
+	}
+	var out map[string][]byte
+	for _, name := range bytes.Split(buf[:n], []byte{0}) {
+		if len(name) == 0 || string(name) == "security.selinux" {
+			continue
+		}
+		val := make([]byte, 64<<10)
+		k, err := unix.Lgetxattr(path, string(name), val)
+		if err != nil {
+			continue
+		}
+		if out == nil {
+			out = map[string][]byte{}
+		}
+		out[string(name)] = val[:k]
+	}
+	return out, nil
+}

@@ -122,11 +122,12 @@ func (s *Server) Handler() http.Handler {
 			VolumeID   string `json:"volume_id"`
 			Generation uint64 `json:"generation"`
 			Seq        uint64 `json:"seq"`
+			Tolerant   uint64 `json:"tolerant_until"`
 		}
 		if !readJSON(w, r, &req) {
 			return
 		}
-		s.reply(w, v, v.SyncComplete(req.VolumeID, req.Generation, req.Seq))
+		s.reply(w, v, v.SyncComplete(req.VolumeID, req.Generation, req.Seq, req.Tolerant))
 	}))
 	mux.HandleFunc("GET /v1/volumes/{v}/describe", s.withVolume(func(w http.ResponseWriter, r *http.Request, v *Volume) {
 		q := r.URL.Query()

@@ -62,9 +62,13 @@ type State struct {
 	AppliedCreated time.Time `json:"applied_log_created"` // creation time of the last applied log
 	AppliedAt      time.Time `json:"applied_at"`
 	Consistent     bool      `json:"consistent"` // false while an initial sync or resync is incomplete
-	Applying       *Applying `json:"applying,omitempty"`
-	Points         []Point   `json:"points"`
-	LastError      string    `json:"last_error,omitempty"`
+	// TolerantUntil: journal logs up to this seq overlap a resync that already reflects some
+	// of their effects; they are applied tolerantly (an op whose effect is already there is
+	// skipped), and the replica is consistent once it has applied past this seq.
+	TolerantUntil uint64    `json:"tolerant_until,omitempty"`
+	Applying      *Applying `json:"applying,omitempty"`
+	Points        []Point   `json:"points"`
+	LastError     string    `json:"last_error,omitempty"`
 }
 
 // Options tune a replica volume.
@@ -259,7 +263,8 @@ func (v *Volume) Apply(l *changelog.Log) (uint64, error) {
 	if err := v.save(); err != nil {
 		return v.st.Applied, err
 	}
-	undoBytes, err := v.applyOps(a, l.Ops)
+	tolerant := !journalLog || l.FromSeq <= v.st.TolerantUntil
+	undoBytes, err := v.applyOps(a, l.Ops, tolerant)
 	if errors.Is(err, errCrash) {
 		return v.st.Applied, err
 	}
@@ -278,6 +283,10 @@ func (v *Volume) Apply(l *changelog.Log) (uint64, error) {
 	if journalLog {
 		v.st.Applied = l.ToSeq
 		v.st.AppliedCreated = l.Created
+		if v.st.TolerantUntil > 0 && l.ToSeq >= v.st.TolerantUntil {
+			v.st.TolerantUntil = 0
+			v.st.Consistent = true
+		}
 		v.st.Points = append(v.st.Points, Point{From: l.FromSeq, To: l.ToSeq, Created: l.Created, Applied: now, UndoBytes: undoBytes})
 	} else {
 		// Points before a resync would roll back to a state the resync repaired.
@@ -293,10 +302,11 @@ func (v *Volume) Apply(l *changelog.Log) (uint64, error) {
 	return v.st.Applied, nil
 }
 
-// SyncComplete records that an initial sync (or full resync) finished with the primary's
-// source state at least as new as seq: the replica is consistent at seq and journal logs
-// continue from seq+1.
-func (v *Volume) SyncComplete(volumeID string, generation, seq uint64) error {
+// SyncComplete records that a resync finished with the primary's source state at least as new
+// as seq: journal logs continue from seq+1 (when seq is past the applied seq, the resync covered
+// everything up to it). Logs up to tolerantUntil overlap what the resync already copied and are
+// applied tolerantly; the replica is consistent once it applied past tolerantUntil.
+func (v *Volume) SyncComplete(volumeID string, generation, seq, tolerantUntil uint64) error {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if v.st.VolumeID != "" && v.st.VolumeID != volumeID {
@@ -309,7 +319,13 @@ func (v *Volume) SyncComplete(volumeID string, generation, seq uint64) error {
 	if seq > v.st.Applied {
 		v.st.Applied = seq
 	}
-	v.st.Consistent = true
+	if tolerantUntil > v.st.Applied {
+		v.st.TolerantUntil = tolerantUntil
+		v.st.Consistent = false
+	} else {
+		v.st.TolerantUntil = 0
+		v.st.Consistent = true
+	}
 	v.st.AppliedAt = time.Now().UTC()
 	v.dropPoints(len(v.st.Points))
 	return v.save()
@@ -384,7 +400,13 @@ func (v *Volume) rollback(undoName, trashName string) error {
 		return err
 	}
 	for i := len(entries) - 1; i >= 0; i-- {
-		if err := v.undoOne(entries[i]); err != nil {
+		err := v.undoOne(entries[i])
+		if errors.Is(err, ErrEscape) {
+			// Nothing is ever applied through an escaping path: the op this entry
+			// would undo was refused before it ran.
+			continue
+		}
+		if err != nil {
 			return fmt.Errorf("undo entry %d (%d %s): %w", i, entries[i].kind, entries[i].path, err)
 		}
 	}

@@ -266,3 +266,32 @@ func TestReplica_KeepPointsPrunes(t *testing.T) {
 		t.Fatal("rolled back to a pruned point")
 	}
 }
+
+// Logs that overlap a resync (records appended while it walked the tree) may find their effect
+// already there; up to the seq the primary names they are applied tolerantly, after it strictly.
+func TestReplica_TolerantAfterResync(t *testing.T) {
+	v := MustOpenVolume(t, t.TempDir())
+	// The resync copied a tree in which a was already renamed to b and c already removed.
+	rs := &changelog.Log{Header: changelog.Header{Kind: changelog.KindResync, VolumeID: "vol-1", Generation: 1, ToSeq: 7, Created: time.Now().UTC()},
+		Ops: []journal.Op{journal.OpCreate{Path: "b", Mode: 0o100644}, journal.OpWrite{Path: "b", Data: []byte("data")}}}
+	if err := v.MarkInconsistent("vol-1", 1); err != nil {
+		t.Fatal(err)
+	}
+	mustApply(t, v, rs)
+	if err := v.SyncComplete("vol-1", 1, 4, 6); err != nil {
+		t.Fatal(err)
+	}
+	if st := v.State(); st.Consistent || st.Applied != 4 {
+		t.Fatalf("after SyncComplete: %+v", st)
+	}
+	// Records 5..6 were appended during the walk: create+rename of a, removal of c.
+	mustApply(t, v, &changelog.Log{Header: changelog.Header{Kind: changelog.KindJournal, VolumeID: "vol-1", Generation: 1, FromSeq: 5, ToSeq: 6, Created: time.Now().UTC()},
+		Ops: []journal.Op{journal.OpWrite{Path: "a", Data: []byte("data")}, journal.OpRename{OldPath: "a", NewPath: "b"}, journal.OpUnlink{Path: "c"}}})
+	if st := v.State(); !st.Consistent || st.Applied != 6 {
+		t.Fatalf("past the tolerant window: %+v", st)
+	}
+	// From now on a missing object is divergence, not a race.
+	if _, err := v.Apply(jlog(v, journal.OpUnlink{Path: "c"})); !errors.Is(err, ErrApply) {
+		t.Fatalf("strict apply of an unlink of a missing file: %v", err)
+	}
+}

@@ -1,6 +1,7 @@
 package shipper
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -48,12 +49,6 @@ func (s *Shipper) resync(ctx context.Context) error {
 			return err
 		}
 		if err := s.vol.Meta().ClearResync([]volume.Extent{e}); err != nil {
-			return err
-		}
-	}
-	// A repair is complete once the journal has been shipped past this point.
-	if pending, _ := s.vol.Meta().Uint(keySyncSeq); pending == 0 {
-		if err := s.vol.Meta().SetUint(keySyncBusy, uint64(s.vol.Barrier())+1); err != nil {
 			return err
 		}
 	}
@@ -243,6 +238,9 @@ func (rs *resyncer) dir(p string, st *unix.Stat_t) error {
 			return err
 		}
 	}
+	if err := rs.xattrs(p, re.Xattrs); err != nil {
+		return err
+	}
 	mine, err := os.ReadDir(filepath.Join(rs.src, p))
 	if err != nil {
 		return err
@@ -393,8 +391,34 @@ func (rs *resyncer) file(p string, st *unix.Stat_t, off, n int64) error {
 		}
 		rs.progress(k)
 	}
+	if err := rs.xattrs(p, re.Xattrs); err != nil {
+		return err
+	}
 	if !re.Exists || re.Mode != st.Mode || re.Uid != st.Uid || re.Gid != st.Gid {
 		return rs.emit(attrOp(p, st, false), 0)
+	}
+	return nil
+}
+
+// xattrs makes the replica's extended attributes of p equal to the source's.
+func (rs *resyncer) xattrs(p string, theirs map[string][]byte) error {
+	mine, err := replica.ReadXattrs(filepath.Join(rs.src, p))
+	if err != nil {
+		return err
+	}
+	for name, val := range mine {
+		if old, ok := theirs[name]; !ok || !bytes.Equal(old, val) {
+			if err := rs.emit(journal.OpSetxattr{Path: p, Name: name, Value: val}, int64(len(val))); err != nil {
+				return err
+			}
+		}
+	}
+	for name := range theirs {
+		if _, ok := mine[name]; !ok {
+			if err := rs.emit(journal.OpRemovexattr{Path: p, Name: name}, 0); err != nil {
+				return err
+			}
+		}
 	}
 	return nil
 }

@@ -89,7 +89,7 @@ type Status struct {
 	RPOTargetSeconds float64 `json:"rpo_target_seconds"`
 	RPOViolations    int64   `json:"rpo_violations"`
 	LastError        string  `json:"last_error"`
-	State            string  `json:"replication_state"` // connecting, syncing, replicating, degraded, fenced
+	State            string  `json:"replication_state"` // connecting, syncing, replicating, disconnected, degraded, fenced
 	SyncDoneBytes    int64   `json:"sync_done_bytes"`
 	SyncTotalBytes   int64   `json:"sync_total_bytes"`
 	Retries          int64   `json:"retries"`
@@ -116,6 +116,7 @@ type Shipper struct {
 	syncDone   int64
 	syncTotal  int64
 	rate       float64 // measured wire bytes per second (EWMA)
+	degraded   bool    // journal folded into dirty extents; cleared when they are resynced
 	appendedAt int64   // vol.AppendedBytes() when `next` was last advanced to the journal's end
 
 	wake chan struct{}
@@ -154,6 +155,9 @@ func (s *Shipper) Status() Status {
 	}
 	if uint64(s.j.LastSeq()) <= st.AckedSeq {
 		st.PendingBytes = 0
+	}
+	if s.degraded && (st.State == "connecting" || st.State == "disconnected") {
+		st.State = "degraded"
 	}
 	return st
 }
@@ -212,6 +216,7 @@ func (s *Shipper) Run(ctx context.Context) error {
 			return err
 		}
 		s.setErr(err)
+		s.setState("disconnected")
 		s.mu.Lock()
 		s.retries++
 		s.mu.Unlock()
@@ -293,26 +298,8 @@ func (s *Shipper) cycles(ctx context.Context) error {
 	gen := s.vol.Generation()
 	lastCycle := time.Time{}
 	for ctx.Err() == nil {
-		if s.vol.ResyncPending() {
-			if err := s.resync(ctx); err != nil {
-				return err
-			}
-		}
-		if plus1, _ := s.vol.Meta().Uint(keySyncSeq); plus1 > 0 {
-			seq := plus1 - 1
-			if err := s.t.SyncComplete(ctx, s.vol.ID(), gen, seq); err != nil {
-				return fmt.Errorf("complete sync: %w", err)
-			}
-			s.vol.Meta().SetUint(keySyncSeq, 0)
-			s.vol.Meta().SetUint(keySyncBusy, 0)
-			s.applied.Store(seq)
-			s.cfg.Logf("replica is consistent at seq %d", seq)
-		} else if busy, _ := s.vol.Meta().Uint(keySyncBusy); busy > 0 && s.applied.Load() >= busy-1 {
-			// A repair resync is covered once the journal shipped past its end.
-			if err := s.t.SyncComplete(ctx, s.vol.ID(), gen, s.applied.Load()); err != nil {
-				return fmt.Errorf("complete resync: %w", err)
-			}
-			s.vol.Meta().SetUint(keySyncBusy, 0)
+		if err := s.resyncAndComplete(ctx, gen); err != nil {
+			return err
 		}
 		s.setState("replicating")
 		if err := s.waitCycle(ctx, lastCycle); err != nil {
@@ -323,6 +310,42 @@ func (s *Shipper) cycles(ctx context.Context) error {
 			return err
 		}
 	}
+	return nil
+}
+
+// resyncAndComplete runs a pending resync pass, then tells the replica where it stands: at
+// the pending full-sync seq (or its applied seq for a repair), with journal logs up to the
+// barrier taken after the pass applied tolerantly, since the pass copied a state at least that
+// new.
+func (s *Shipper) resyncAndComplete(ctx context.Context, gen uint64) error {
+	busy, _ := s.vol.Meta().Uint(keySyncBusy)
+	if !s.vol.ResyncPending() && busy == 0 {
+		return nil
+	}
+	if err := s.vol.Meta().SetUint(keySyncBusy, 1); err != nil {
+		return err
+	}
+	if err := s.resync(ctx); err != nil {
+		return err
+	}
+	end := uint64(s.vol.Barrier())
+	seq := s.applied.Load()
+	full, _ := s.vol.Meta().Uint(keySyncSeq)
+	if full > 0 {
+		seq = full - 1
+	}
+	if err := s.t.SyncComplete(ctx, s.vol.ID(), gen, seq, end); err != nil {
+		return fmt.Errorf("complete resync: %w", err)
+	}
+	s.vol.Meta().SetUint(keySyncSeq, 0)
+	s.vol.Meta().SetUint(keySyncBusy, 0)
+	s.mu.Lock()
+	s.degraded = false
+	s.mu.Unlock()
+	if seq > s.applied.Load() {
+		s.applied.Store(seq)
+	}
+	s.cfg.Logf("resync complete: replica at seq %d, consistent once it applied seq %d", seq, end)
 	return nil
 }
 
@@ -612,7 +635,7 @@ func (s *Shipper) degrade() error {
 	s.next.Store(seq)
 	s.mu.Lock()
 	s.appendedAt = s.vol.AppendedBytes()
-	s.state = "degraded"
+	s.degraded = true
 	s.mu.Unlock()
 	s.m.degraded.Inc()
 	s.cfg.Logf("journal passed --journal-max with the replica away: records %d-%d folded into %d dirty extents", from, seq, len(list))

@@ -30,8 +30,9 @@ type Target interface {
 	// ResyncBegin tells the replica that a resync starts: it is not consistent until
 	// SyncComplete.
 	ResyncBegin(ctx context.Context, volumeID string, gen uint64) error
-	// SyncComplete tells the replica it now holds the source state as of seq (at least).
-	SyncComplete(ctx context.Context, volumeID string, gen, seq uint64) error
+	// SyncComplete tells the replica it now holds the source state as of seq (at least), and
+	// that logs up to tolerantUntil overlap what the resync copied.
+	SyncComplete(ctx context.Context, volumeID string, gen, seq, tolerantUntil uint64) error
 	// Describe returns the replica's entry for path, with block hashes of [off, off+n) when
 	// block > 0.
 	Describe(ctx context.Context, path string, off, n int64, block int) (replica.Entry, error)
@@ -127,8 +128,8 @@ func (t *localTarget) ResyncBegin(_ context.Context, id string, gen uint64) erro
 	return localErr(t.v.MarkInconsistent(id, gen), t.v.State().Applied)
 }
 
-func (t *localTarget) SyncComplete(_ context.Context, id string, gen, seq uint64) error {
-	return localErr(t.v.SyncComplete(id, gen, seq), t.v.State().Applied)
+func (t *localTarget) SyncComplete(_ context.Context, id string, gen, seq, tolerant uint64) error {
+	return localErr(t.v.SyncComplete(id, gen, seq, tolerant), t.v.State().Applied)
 }
 
 func (t *localTarget) Describe(_ context.Context, p string, off, n int64, block int) (replica.Entry, error) {
@@ -215,8 +216,8 @@ func (t *httpTarget) ResyncBegin(ctx context.Context, id string, gen uint64) err
 	return t.do(ctx, "POST", "/resync-begin", b, nil)
 }
 
-func (t *httpTarget) SyncComplete(ctx context.Context, id string, gen, seq uint64) error {
-	b, _ := json.Marshal(map[string]any{"volume_id": id, "generation": gen, "seq": seq})
+func (t *httpTarget) SyncComplete(ctx context.Context, id string, gen, seq, tolerant uint64) error {
+	b, _ := json.Marshal(map[string]any{"volume_id": id, "generation": gen, "seq": seq, "tolerant_until": tolerant})
 	return t.do(ctx, "POST", "/sync-complete", b, nil)
 }
 
