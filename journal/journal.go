@@ -35,6 +35,10 @@ type Options struct {
 	// MetricLabels are constant labels added to every metric (for example
 	// the volume name when one process serves several volumes).
 	MetricLabels prometheus.Labels
+	// FirstSeq is the seq of the first record of a journal created by Open in an empty
+	// directory (default 1). A promoted replica continues the volume's numbering this way.
+	// It is ignored when the directory already holds segments.
+	FirstSeq Seq
 }
 
 // RecoveryInfo describes what Open found.
@@ -62,10 +66,11 @@ var ErrReleased = errors.New("journal: records released")
 // Journal is an open journal directory. All methods are safe for concurrent
 // use.
 type Journal struct {
-	dir     string
-	segSize int64
-	logf    func(string, ...any)
-	rec     RecoveryInfo
+	dir      string
+	segSize  int64
+	firstSeq Seq // Options.FirstSeq
+	logf     func(string, ...any)
+	rec      RecoveryInfo
 
 	// mu orders appends: it assigns seqs and reserves byte ranges, nothing
 	// else (frames are copied outside it).
@@ -118,6 +123,7 @@ func Open(dir string, opts Options) (*Journal, error) {
 	j := &Journal{
 		dir:       dir,
 		segSize:   size,
+		firstSeq:  opts.FirstSeq,
 		logf:      opts.Logf,
 		done:      make(map[Seq]struct{}),
 		syncKick:  make(chan struct{}, 1),

@@ -309,17 +309,20 @@ func TestJournal_Sync(t *testing.T) {
 func TestJournal_GroupCommit(t *testing.T) {
 	j := MustOpenJournal(t, "", Options{})
 	const n = 64
+	seqs := make([]Seq, n)
+	for i := range n {
+		seqs[i] = mustAppend(t, j, RecWrite, []byte(strconv.Itoa(i)))
+	}
+	// Every record is published before any Sync starts, so the first fdatasync covers all
+	// of them and the other Syncs share it, however the goroutines are scheduled.
 	var wg sync.WaitGroup
 	start := make(chan struct{})
 	for i := range n {
 		wg.Go(func() {
 			<-start
-			seq, err := j.Append(RecWrite, []byte(strconv.Itoa(i)))
-			if err == nil {
-				err = j.Sync(seq)
-			}
-			if err == nil && j.DurableSeq() < seq {
-				err = fmt.Errorf("Sync(%d) returned with DurableSeq %d", seq, j.DurableSeq())
+			err := j.Sync(seqs[i])
+			if err == nil && j.DurableSeq() < seqs[i] {
+				err = fmt.Errorf("Sync(%d) returned with DurableSeq %d", seqs[i], j.DurableSeq())
 			}
 			if err != nil {
 				t.Error(err)
@@ -330,7 +333,7 @@ func TestJournal_GroupCommit(t *testing.T) {
 	wg.Wait()
 	f := j.Stats().Fsyncs
 	t.Logf("%d concurrent Syncs -> %d fdatasyncs", n, f)
-	if f == 0 || f >= n/2 {
+	if f == 0 || f > 2 {
 		t.Fatalf("%d Syncs caused %d fdatasyncs: no group commit", n, f)
 	}
 }
@@ -595,4 +598,20 @@ func BenchmarkAppendSync4K(b *testing.B) {
 		}
 	})
 	b.ReportMetric(float64(j.Stats().Fsyncs)/float64(b.N), "fsyncs/op")
+}
+
+func TestJournal_FirstSeq(t *testing.T) {
+	dir := t.TempDir()
+	j := MustOpenJournal(t, dir, Options{FirstSeq: 1000, SegmentSize: 4096})
+	if j.LastSeq() != 999 {
+		t.Fatalf("LastSeq = %d, want 999", j.LastSeq())
+	}
+	if seq := mustAppend(t, j, RecWrite, []byte("x")); seq != 1000 {
+		t.Fatalf("first seq %d, want 1000", seq)
+	}
+	j.Close()
+	j = MustOpenJournal(t, dir, Options{FirstSeq: 5})
+	if j.LastSeq() != 1000 || j.FirstSeq() != 1000 {
+		t.Fatalf("reopened: first %d last %d", j.FirstSeq(), j.LastSeq())
+	}
 }

@@ -36,6 +36,9 @@ func (j *Journal) recover() error {
 	slices.Sort(firsts)
 
 	next := Seq(1)
+	if len(firsts) == 0 && j.firstSeq > 1 {
+		next = j.firstSeq
+	}
 	var lastEnd int64
 	for i, first := range firsts {
 		name := segName(first)
