@@ -354,7 +354,7 @@ func (rs *resyncer) file(p string, st *unix.Stat_t, off, n int64) error {
 			return err
 		}
 	}
-	const span = 1 << 30
+	const span = 64 << 20 // one hash request (and one progress step) per span
 	buf := make([]byte, block)
 	for pos := off; pos < off+n; pos += span {
 		k := min(span, off+n-pos)

@@ -139,6 +139,9 @@ func New(cfg Config) (*Shipper, error) {
 	s.applied.Store(next)
 	s.appendedAt = s.vol.AppendedBytes()
 	s.vol.SetRetention(func() journal.Seq { return journal.Seq(s.next.Load() + 1) })
+	if err := s.vol.Meta().SetString(volume.KeyReplica, cfg.Target.String()); err != nil {
+		return nil, err
+	}
 	return s, nil
 }
 
@@ -359,8 +362,9 @@ func (s *Shipper) waitCycle(ctx context.Context, last time.Time) error {
 		switch {
 		case sch.Continuous:
 			if pending {
-				// Batch a few milliseconds of writes into one log.
-				time.Sleep(3 * time.Millisecond)
+				// Batch a few milliseconds of writes into one log: each log costs the
+				// replica an undo file, a sync and a recovery point.
+				time.Sleep(10 * time.Millisecond)
 				return nil
 			}
 		case sch.RPO > 0:

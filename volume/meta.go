@@ -22,7 +22,9 @@ const (
 	keyGeneration = "volume/generation" // 8-byte big-endian; 1 when absent
 	// KeyShipNext is where the shipper records the last seq it shipped (or folded into a
 	// pending resync).
-	KeyShipNext  = "ship/next"
+	KeyShipNext = "ship/next"
+	// KeyReplica is where the shipper records the replica it ships to.
+	KeyReplica   = "ship/replica"
 	prefixFile   = "file/"   // file/<path> -> FileStat, recorded at checkpoint/clean stop
 	prefixResync = "resync/" // resync/<path>\x00<off16x> -> Extent
 )
@@ -267,3 +269,6 @@ func (m *Meta) SetUint(key string, val uint64) error {
 	binary.BigEndian.PutUint64(b[:], val)
 	return m.set(key, b[:])
 }
+
+// SetString durably stores a string value under key.
+func (m *Meta) SetString(key, val string) error { return m.set(key, []byte(val)) }

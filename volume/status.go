@@ -25,6 +25,7 @@ type Status struct {
 	Clean           bool     `json:"clean"` // the last stop was clean
 	Generation      uint64   `json:"generation"`
 	AckedSeq        uint64   `json:"acked_seq"` // last seq the replica acknowledged (as recorded here)
+	Replica         string   `json:"replica,omitempty"`
 	Resync          []Extent `json:"resync"`
 	LastError       string   `json:"last_error"`
 }
@@ -74,6 +75,7 @@ func ReadStatus(state string) (Status, error) {
 	s.Source, _ = m.String(keySource)
 	s.CheckpointSeq, _ = m.Checkpoint()
 	s.AckedSeq, _ = m.Uint(KeyShipNext)
+	s.Replica, _ = m.String(KeyReplica)
 	g, _ := m.Uint(keyGeneration)
 	s.Generation = max(g, 1)
 	running, err := m.Running()

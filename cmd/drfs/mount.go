@@ -129,9 +129,56 @@ func (c *mountCommand) Run(ctx context.Context) error {
 	}
 	reportStart(logger, vol)
 
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if err := vol.RegisterMetrics(reg); err != nil {
+		logger.Printf("metrics: %v", err)
+	}
+	if err := vol.Journal().RegisterMetrics(reg); err != nil {
+		logger.Printf("metrics: %v", err)
+	}
+	// Everything that answers questions about the volume starts before the mount appears, so
+	// `drfs status` works as soon as the mountpoint does.
+	var servers []*http.Server
+	var ship *shipper.Shipper
+	shipDone := make(chan struct{})
+	shipCtx, stopShip := context.WithCancel(context.Background())
+	defer stopShip()
+	cleanup := func() {
+		stopShip()
+		<-shipDone
+		for _, s := range servers {
+			s.Close()
+		}
+		closeVol()
+	}
+	if c.repl.url != "" {
+		if ship, err = c.startShipper(shipCtx, vol, reg, logger, shipDone); err != nil {
+			close(shipDone)
+			cleanup()
+			return err
+		}
+	} else {
+		close(shipDone)
+	}
+	mnt, _ := filepath.Abs(c.mountpoint)
+	if ctl, err := serveControl(vol, ship, mnt, logger); err != nil {
+		logger.Printf("control socket: %v (drfs status will read the state dir instead)", err)
+	} else {
+		servers = append(servers, ctl)
+	}
+	if c.metrics != "" {
+		srv, err := serveHTTP("tcp", c.metrics, metricsMux(reg), logger)
+		if err != nil {
+			cleanup()
+			return fmt.Errorf("metrics listener: %w", err)
+		}
+		servers = append(servers, srv)
+	}
+
 	root, err := drfsfs.NewRoot(vol)
 	if err != nil {
-		closeVol()
+		cleanup()
 		return err
 	}
 	attr := time.Second
@@ -156,48 +203,8 @@ func (c *mountCommand) Run(ctx context.Context) error {
 	}
 	server, err := gofs.Mount(c.mountpoint, root, opts)
 	if err != nil {
-		closeVol()
+		cleanup()
 		return fmt.Errorf("mount %s: %w", c.mountpoint, err)
-	}
-	mnt, _ := filepath.Abs(c.mountpoint)
-
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	if err := vol.RegisterMetrics(reg); err != nil {
-		logger.Printf("metrics: %v", err)
-	}
-	if err := vol.Journal().RegisterMetrics(reg); err != nil {
-		logger.Printf("metrics: %v", err)
-	}
-	var servers []*http.Server
-	if c.metrics != "" {
-		srv, err := serveHTTP("tcp", c.metrics, metricsMux(reg), logger)
-		if err != nil {
-			unmount(server, mnt, logger)
-			closeVol()
-			return fmt.Errorf("metrics listener: %w", err)
-		}
-		servers = append(servers, srv)
-	}
-	var ship *shipper.Shipper
-	shipDone := make(chan struct{})
-	shipCtx, stopShip := context.WithCancel(context.Background())
-	defer stopShip()
-	if c.repl.url != "" {
-		ship, err = c.startShipper(shipCtx, vol, reg, logger, shipDone)
-		if err != nil {
-			unmount(server, mnt, logger)
-			closeVol()
-			return err
-		}
-	} else {
-		close(shipDone)
-	}
-	ctl, err := serveControl(vol, ship, mnt, logger)
-	if err != nil {
-		logger.Printf("control socket: %v (drfs status will read the state dir instead)", err)
-	} else {
-		servers = append(servers, ctl)
 	}
 	logger.Printf("mounted volume %s (%s) from %s on %s", vol.Name(), vol.ID(), vol.Source(), mnt)
 	fmt.Println("mounted")

@@ -69,7 +69,9 @@ func (c *statusCommand) Run(ctx context.Context) error {
 	} else {
 		row("last stop", "NOT clean (journal replayed at mount, hot regions marked for resync)")
 	}
-	if r, ok := st["replica"]; ok {
+	if r, ok := st["replica"]; ok && st["schedule"] == nil {
+		row("replica", fmt.Sprintf("%v (not shipping: the volume is not mounted; acked seq %.0f)", r, num("acked_seq")))
+	} else if ok {
 		row("replica", fmt.Sprintf("%v (%v)", r, get("schedule")))
 		row("replication", fmt.Sprintf("%v, acked seq %.0f, lag %.3fs, %s pending", get("replication_state"), num("acked_seq"), num("lag_seconds"), human(int64(num("pending_bytes")))))
 		if t := num("rpo_target_seconds"); t > 0 {
