@@ -142,6 +142,9 @@ func (n *Node) record(op journal.Op) syscall.Errno {
 func (n *Node) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
 	unlock := n.vol.LockNamespace()
 	defer unlock()
+	if n.vol.Writable() != nil {
+		return nil, nil, 0, syscall.EROFS
+	}
 	p, ok := n.child(name)
 	if !ok {
 		return nil, nil, 0, syscall.ENOENT
@@ -212,6 +215,9 @@ func backingFlags(flags uint32) int {
 func (n *Node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
 	unlock := n.vol.LockNamespace()
 	defer unlock()
+	if n.vol.Writable() != nil {
+		return nil, syscall.EROFS
+	}
 	p, ok := n.child(name)
 	if !ok {
 		return nil, syscall.ENOENT
@@ -227,6 +233,9 @@ func (n *Node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.En
 func (n *Node) Mknod(ctx context.Context, name string, mode, rdev uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
 	unlock := n.vol.LockNamespace()
 	defer unlock()
+	if n.vol.Writable() != nil {
+		return nil, syscall.EROFS
+	}
 	p, ok := n.child(name)
 	if !ok {
 		return nil, syscall.ENOENT
@@ -242,6 +251,9 @@ func (n *Node) Mknod(ctx context.Context, name string, mode, rdev uint32, out *f
 func (n *Node) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
 	unlock := n.vol.LockNamespace()
 	defer unlock()
+	if n.vol.Writable() != nil {
+		return nil, syscall.EROFS
+	}
 	p, ok := n.child(name)
 	if !ok {
 		return nil, syscall.ENOENT
@@ -257,6 +269,9 @@ func (n *Node) Symlink(ctx context.Context, target, name string, out *fuse.Entry
 func (n *Node) Link(ctx context.Context, target gofs.InodeEmbedder, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
 	unlock := n.vol.LockNamespace()
 	defer unlock()
+	if n.vol.Writable() != nil {
+		return nil, syscall.EROFS
+	}
 	p, ok := n.child(name)
 	if !ok {
 		return nil, syscall.ENOENT
@@ -279,6 +294,9 @@ func (n *Node) Link(ctx context.Context, target gofs.InodeEmbedder, name string,
 func (n *Node) Unlink(ctx context.Context, name string) syscall.Errno {
 	unlock := n.vol.LockNamespace()
 	defer unlock()
+	if n.vol.Writable() != nil {
+		return syscall.EROFS
+	}
 	p, ok := n.child(name)
 	if !ok {
 		return syscall.ENOENT
@@ -294,6 +312,9 @@ func (n *Node) Unlink(ctx context.Context, name string) syscall.Errno {
 func (n *Node) Rmdir(ctx context.Context, name string) syscall.Errno {
 	unlock := n.vol.LockNamespace()
 	defer unlock()
+	if n.vol.Writable() != nil {
+		return syscall.EROFS
+	}
 	p, ok := n.child(name)
 	if !ok {
 		return syscall.ENOENT
@@ -316,6 +337,9 @@ func (n *Node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 			unlock()
 		}
 	}()
+	if n.vol.Writable() != nil {
+		return syscall.EROFS
+	}
 	np, ok := newParent.(*Node)
 	if !ok {
 		return syscall.EXDEV
@@ -408,6 +432,9 @@ func (n *Node) setattrMeta(p string, named bool, f *File, in *fuse.SetAttrIn) sy
 	}
 	unlock := n.vol.LockNamespace()
 	defer unlock()
+	if n.vol.Writable() != nil {
+		return syscall.EROFS
+	}
 	abs := n.abs(p)
 	op := journal.OpSetattr{Path: p}
 	if ino, ok := lstatIno(abs); ok {
@@ -483,6 +510,9 @@ func (n *Node) setattrMeta(p string, named bool, f *File, in *fuse.SetAttrIn) sy
 func (n *Node) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {
 	unlock := n.vol.LockNamespace()
 	defer unlock()
+	if n.vol.Writable() != nil {
+		return syscall.EROFS
+	}
 	p, ok := n.JournalPath()
 	if !ok {
 		return syscall.ENOENT
@@ -498,6 +528,9 @@ func (n *Node) Setxattr(ctx context.Context, attr string, data []byte, flags uin
 func (n *Node) Removexattr(ctx context.Context, attr string) syscall.Errno {
 	unlock := n.vol.LockNamespace()
 	defer unlock()
+	if n.vol.Writable() != nil {
+		return syscall.EROFS
+	}
 	p, ok := n.JournalPath()
 	if !ok {
 		return syscall.ENOENT
@@ -519,6 +552,9 @@ func (n *Node) Fsync(ctx context.Context, f gofs.FileHandle, flags uint32) sysca
 // its writes are not journaled until it is linked into the tree (see Link), which journals its
 // creation and its whole content at once.
 func (n *Node) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
+	if n.vol.Writable() != nil {
+		return nil, nil, 0, syscall.EROFS
+	}
 	ch, fh, _, errno := n.LoopbackNode.Tmpfile(ctx, uint32(backingFlags(flags)), mode, out)
 	if errno != 0 {
 		return nil, nil, 0, errno

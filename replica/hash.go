@@ -9,8 +9,12 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// DefaultBlockSize is the resync comparison granularity.
-const DefaultBlockSize = 64 << 10
+// Resync comparison granularity: whole files in DefaultBlockSize blocks, known changed extents
+// in FineBlockSize blocks.
+const (
+	DefaultBlockSize = 64 << 10
+	FineBlockSize    = 4 << 10
+)
 
 // Entry describes one object for resync: what the other side needs to decide what to send.
 type Entry struct {

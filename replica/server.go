@@ -30,6 +30,7 @@ import (
 //	GET  /v1/volumes/{v}/describe?path=&off=&len=&block=  -> Entry
 //	GET  /v1/volumes/{v}/list?path=           -> [Entry]
 //	GET  /v1/volumes/{v}/points               -> [Point]
+//	POST /v1/volumes/{v}/promote              PromoteOptions -> PromoteResult
 //
 // Errors are {"error": msg, "code": c, "applied_seq": N} with code "gap" or "stale" or
 // "volume" (HTTP 409), "bad-log" (400) or "apply" (500).
@@ -91,8 +92,14 @@ func (s *Server) Close() error {
 	return errors.Join(errs...)
 }
 
-// Handler returns the protocol's HTTP handler.
-func (s *Server) Handler() http.Handler {
+// Handler returns the protocol's HTTP handler for primaries (over the network).
+func (s *Server) Handler() http.Handler { return s.handler(false) }
+
+// LocalHandler is Handler for the operator's local socket: it also accepts unplanned
+// promotions.
+func (s *Server) LocalHandler() http.Handler { return s.handler(true) }
+
+func (s *Server) handler(local bool) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/volumes", func(w http.ResponseWriter, r *http.Request) {
 		out := []State{}
@@ -123,11 +130,12 @@ func (s *Server) Handler() http.Handler {
 			Generation uint64 `json:"generation"`
 			Seq        uint64 `json:"seq"`
 			Tolerant   uint64 `json:"tolerant_until"`
+			Exact      bool   `json:"exact"`
 		}
 		if !readJSON(w, r, &req) {
 			return
 		}
-		s.reply(w, v, v.SyncComplete(req.VolumeID, req.Generation, req.Seq, req.Tolerant))
+		s.reply(w, v, v.SyncComplete(req.VolumeID, req.Generation, req.Seq, req.Tolerant, req.Exact))
 	}))
 	mux.HandleFunc("GET /v1/volumes/{v}/describe", s.withVolume(func(w http.ResponseWriter, r *http.Request, v *Volume) {
 		q := r.URL.Query()
@@ -158,6 +166,26 @@ func (s *Server) Handler() http.Handler {
 	}))
 	mux.HandleFunc("GET /v1/volumes/{v}/points", s.withVolume(func(w http.ResponseWriter, r *http.Request, v *Volume) {
 		writeJSON(w, http.StatusOK, v.Points())
+	}))
+	mux.HandleFunc("POST /v1/volumes/{v}/promote", s.withVolume(func(w http.ResponseWriter, r *http.Request, v *Volume) {
+		var o PromoteOptions
+		if !readJSON(w, r, &o) {
+			return
+		}
+		// Over the network only a primary's planned failover may promote (it proves
+		// zero loss with ExpectSeq); anything else is an operator's decision, taken on the
+		// replica host through the local socket.
+		if !local && (!o.Planned || o.StateDir != "" || o.Force) {
+			writeErr(w, http.StatusForbidden, "forbidden", "only a planned failover can promote over the network; run drfs promote on the replica host", v.State().Applied)
+			return
+		}
+		res, err := v.Promote(o)
+		if err != nil {
+			writeErr(w, http.StatusConflict, "promote", err.Error(), v.State().Applied)
+			return
+		}
+		s.opts.Logf("volume %s promoted to generation %d at seq %d; primary state %s", v.Name(), res.Generation, res.Seq, res.State)
+		writeJSON(w, http.StatusOK, res)
 	}))
 	return mux
 }

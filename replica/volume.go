@@ -25,6 +25,7 @@ import (
 
 	"drfs/changelog"
 	"drfs/journal"
+	"drfs/volume"
 )
 
 // Errors a primary is told about. They are returned wrapped; match with errors.Is.
@@ -69,6 +70,13 @@ type State struct {
 	Applying      *Applying `json:"applying,omitempty"`
 	Points        []Point   `json:"points"`
 	LastError     string    `json:"last_error,omitempty"`
+
+	// Failover state.
+	Role        string             `json:"role"`              // "replica", or "promoted" once it became a primary
+	History     []volume.GenRecord `json:"history,omitempty"` // generations, oldest first
+	PrimaryDir  string             `json:"primary_state,omitempty"`
+	Diverged    []volume.Extent    `json:"diverged,omitempty"` // set by reverse: extents the new primary must resync
+	LastContact time.Time          `json:"last_contact"`       // last request from a primary
 }
 
 // Options tune a replica volume.
@@ -233,8 +241,8 @@ func (v *Volume) Apply(l *changelog.Log) (uint64, error) {
 	if v.st.VolumeID != "" && v.st.VolumeID != l.VolumeID {
 		return v.st.Applied, fmt.Errorf("%w: log of volume %s, this replica holds volume %s", ErrVolumeMismatch, l.VolumeID, v.st.VolumeID)
 	}
-	if l.Generation < v.st.Generation {
-		return v.st.Applied, fmt.Errorf("%w: log of generation %d, replica is at generation %d", ErrStale, l.Generation, v.st.Generation)
+	if err := v.fenced(l.Generation); err != nil {
+		return v.st.Applied, err
 	}
 	journalLog := l.Kind == changelog.KindJournal
 	if journalLog {
@@ -306,19 +314,25 @@ func (v *Volume) Apply(l *changelog.Log) (uint64, error) {
 // as seq: journal logs continue from seq+1 (when seq is past the applied seq, the resync covered
 // everything up to it). Logs up to tolerantUntil overlap what the resync already copied and are
 // applied tolerantly; the replica is consistent once it applied past tolerantUntil.
-func (v *Volume) SyncComplete(volumeID string, generation, seq, tolerantUntil uint64) error {
+//
+// With exact, the applied seq becomes seq even if it was higher: after a reverse, this side may
+// have acknowledged records of the old generation that the resync replaced.
+func (v *Volume) SyncComplete(volumeID string, generation, seq, tolerantUntil uint64, exact bool) error {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if v.st.VolumeID != "" && v.st.VolumeID != volumeID {
 		return fmt.Errorf("%w: sync of volume %s, this replica holds volume %s", ErrVolumeMismatch, volumeID, v.st.VolumeID)
 	}
-	if generation < v.st.Generation {
-		return fmt.Errorf("%w: sync of generation %d, replica is at generation %d", ErrStale, generation, v.st.Generation)
+	if err := v.fenced(generation); err != nil {
+		return err
 	}
 	v.st.VolumeID, v.st.Generation = volumeID, generation
-	if seq > v.st.Applied {
+	if seq > v.st.Applied || exact {
+		// After a reverse the resync repaired everything since the common point: the
+		// replica is exactly at seq, even if this side had acknowledged more before.
 		v.st.Applied = seq
 	}
+	v.st.Diverged = nil
 	if tolerantUntil > v.st.Applied {
 		v.st.TolerantUntil = tolerantUntil
 		v.st.Consistent = false
@@ -339,8 +353,8 @@ func (v *Volume) MarkInconsistent(volumeID string, generation uint64) error {
 	if v.st.VolumeID != "" && v.st.VolumeID != volumeID {
 		return fmt.Errorf("%w: resync of volume %s, this replica holds volume %s", ErrVolumeMismatch, volumeID, v.st.VolumeID)
 	}
-	if generation < v.st.Generation {
-		return fmt.Errorf("%w: resync of generation %d, replica is at generation %d", ErrStale, generation, v.st.Generation)
+	if err := v.fenced(generation); err != nil {
+		return err
 	}
 	v.st.VolumeID, v.st.Generation = volumeID, generation
 	v.st.Consistent = false
@@ -354,6 +368,10 @@ func (v *Volume) Points() []Point { return v.State().Points }
 func (v *Volume) RollbackTo(seq uint64) error {
 	v.mu.Lock()
 	defer v.mu.Unlock()
+	return v.rollbackToLocked(seq)
+}
+
+func (v *Volume) rollbackToLocked(seq uint64) error {
 	if seq == v.st.Applied {
 		return nil
 	}

@@ -278,7 +278,7 @@ func TestReplica_TolerantAfterResync(t *testing.T) {
 		t.Fatal(err)
 	}
 	mustApply(t, v, rs)
-	if err := v.SyncComplete("vol-1", 1, 4, 6); err != nil {
+	if err := v.SyncComplete("vol-1", 1, 4, 6, true); err != nil {
 		t.Fatal(err)
 	}
 	if st := v.State(); st.Consistent || st.Applied != 4 {

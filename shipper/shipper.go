@@ -15,7 +15,9 @@ import (
 	"time"
 
 	"drfs/changelog"
+	"drfs/internal/audit"
 	"drfs/journal"
+	"drfs/replica"
 	"drfs/volume"
 )
 
@@ -117,6 +119,7 @@ type Shipper struct {
 	syncTotal  int64
 	rate       float64 // measured wire bytes per second (EWMA)
 	degraded   bool    // journal folded into dirty extents; cleared when they are resynced
+	demoted    bool    // a planned failover handed the primary role over
 	appendedAt int64   // vol.AppendedBytes() when `next` was last advanced to the journal's end
 
 	wake chan struct{}
@@ -161,6 +164,9 @@ func (s *Shipper) Status() Status {
 	}
 	if s.degraded && (st.State == "connecting" || st.State == "disconnected") {
 		st.State = "degraded"
+	}
+	if s.demoted {
+		st.State = "demoted"
 	}
 	return st
 }
@@ -209,7 +215,7 @@ func (s *Shipper) Run(ctx context.Context) error {
 	backoff := 200 * time.Millisecond
 	for ctx.Err() == nil {
 		err := s.session(ctx)
-		if ctx.Err() != nil {
+		if ctx.Err() != nil || s.isDemoted() {
 			return nil
 		}
 		if errors.Is(err, ErrFenced) {
@@ -250,8 +256,8 @@ func (s *Shipper) session(ctx context.Context) error {
 	switch {
 	case st.VolumeID != "" && st.VolumeID != s.vol.ID():
 		return fmt.Errorf("%w: the replica holds volume %s, not %s (%s): point --replica at another directory or volume name", ErrFenced, st.VolumeID, s.vol.ID(), s.vol.Name())
-	case st.Generation > gen:
-		return fmt.Errorf("%w: the replica is at generation %d, this primary at %d: it was promoted, and this site must not ship any more", ErrFenced, st.Generation, gen)
+	case st.Generation > gen || st.Role == "promoted":
+		return fmt.Errorf("%w: %s", ErrFenced, promotionText(st, gen))
 	}
 	last := uint64(s.j.LastSeq())
 	syncPending, _ := s.vol.Meta().Uint(keySyncSeq)
@@ -261,8 +267,14 @@ func (s *Shipper) session(ctx context.Context) error {
 		if err := s.planFullSync("initial sync"); err != nil {
 			return err
 		}
+	case st.Generation < gen && (len(st.Diverged) > 0 || st.Applied != s.next.Load()):
+		// The replica is the old primary of an earlier generation, reversed: compare only
+		// the extents either side changed since the common point.
+		if err := s.planReverse(st); err != nil {
+			return err
+		}
 	case st.Applied > last:
-		return fmt.Errorf("%w: the replica has applied seq %d but this journal ends at %d: the two sides diverged", ErrFenced, st.Applied, last)
+		return fmt.Errorf("%w: the replica has applied seq %d but this journal ends at %d: the two sides diverged (split brain?): promote one side and reverse the other", ErrFenced, st.Applied, last)
 	case syncPending == 0 && st.Applied != s.next.Load():
 		first := uint64(s.j.FirstSeq())
 		if st.Applied+1 >= first || first == 0 {
@@ -278,6 +290,45 @@ func (s *Shipper) session(ctx context.Context) error {
 	s.applied.Store(st.Applied)
 	s.setErr(nil)
 	return s.cycles(ctx)
+}
+
+// promotionText explains why a replica refuses this primary.
+func promotionText(st replica.State, gen uint64) string {
+	if n := len(st.History); n > 0 {
+		h := st.History[n-1]
+		forced := ""
+		if h.Forced {
+			forced = " (forced)"
+		}
+		return fmt.Sprintf("volume %s was promoted%s to generation %d on %s at %s, from seq %d; this primary is at generation %d and must not ship any more",
+			st.Name, forced, h.Generation, h.Host, h.Time.Format(time.RFC3339), h.StartSeq-1, gen)
+	}
+	return fmt.Sprintf("the replica is at generation %d, this primary at %d: it was promoted, and this site must not ship any more", st.Generation, gen)
+}
+
+// planReverse plans the catch-up of a reversed old primary: the extents it changed after the
+// common point (it reports them), the extents this side rolled back at promotion (already
+// pending here) and the extents this side changed since (from the journal) are compared block
+// by block; the replica is then exactly at the barrier seq and journal logs continue after it.
+func (s *Shipper) planReverse(st replica.State) error {
+	seq := uint64(s.vol.Barrier())
+	mine, err := s.vol.ExtentsSince(journal.Seq(s.next.Load()+1), journal.Seq(seq), "changed on the new primary since the promotion")
+	if err != nil {
+		return fmt.Errorf("extents since the promotion: %w", err)
+	}
+	exts := append(mine, st.Diverged...)
+	s.cfg.Logf("replica is the reversed old primary (generation %d, applied seq %d, %d diverged extents): resyncing %d extents", st.Generation, st.Applied, len(st.Diverged), len(exts))
+	if err := s.vol.Meta().AddResync(exts); err != nil {
+		return err
+	}
+	if err := s.vol.Meta().SetUint(keySyncSeq, seq+1); err != nil {
+		return err
+	}
+	s.next.Store(seq)
+	s.mu.Lock()
+	s.appendedAt = s.vol.AppendedBytes()
+	s.mu.Unlock()
+	return s.vol.Meta().SetUint(keyNext, seq)
 }
 
 // planFullSync records that the whole tree must be resynced and the replica declared
@@ -297,14 +348,22 @@ func (s *Shipper) planFullSync(reason string) error {
 	return s.vol.Meta().SetUint(keyNext, seq)
 }
 
+func (s *Shipper) isDemoted() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.demoted
+}
+
 func (s *Shipper) cycles(ctx context.Context) error {
 	gen := s.vol.Generation()
 	lastCycle := time.Time{}
-	for ctx.Err() == nil {
+	for ctx.Err() == nil && !s.isDemoted() {
 		if err := s.resyncAndComplete(ctx, gen); err != nil {
 			return err
 		}
-		s.setState("replicating")
+		if !s.isDemoted() {
+			s.setState("replicating")
+		}
 		if err := s.waitCycle(ctx, lastCycle); err != nil {
 			return nil
 		}
@@ -337,7 +396,7 @@ func (s *Shipper) resyncAndComplete(ctx context.Context, gen uint64) error {
 	if full > 0 {
 		seq = full - 1
 	}
-	if err := s.t.SyncComplete(ctx, s.vol.ID(), gen, seq, end); err != nil {
+	if err := s.t.SyncComplete(ctx, s.vol.ID(), gen, seq, end, full > 0); err != nil {
 		return fmt.Errorf("complete resync: %w", err)
 	}
 	s.vol.Meta().SetUint(keySyncSeq, 0)
@@ -579,51 +638,9 @@ func (s *Shipper) degrade() error {
 	if seq < from {
 		return nil
 	}
-	exts := map[string]*volume.Extent{}
-	var list []volume.Extent
-	add := func(p string, off, n int64) {
-		k := fmt.Sprintf("%s\x00%d", p, off)
-		if e, ok := exts[k]; ok {
-			if n < 0 || (e.Len >= 0 && n > e.Len) {
-				e.Len = n
-			}
-			return
-		}
-		exts[k] = &volume.Extent{Path: p, Off: off, Len: n, Reason: "journal over --journal-max while the replica was away"}
-	}
-	const gran = 4 << 20 // coarse extents keep the map small
-	err := s.j.Read(journal.Seq(from), journal.Seq(seq), func(r journal.Record) error {
-		if r.Type == journal.RecHot {
-			return nil
-		}
-		op, err := journal.DecodeOp(r.Type, r.Payload)
-		if err != nil {
-			return err
-		}
-		switch o := op.(type) {
-		case journal.OpWrite:
-			for b := o.Off / gran; b <= (o.Off+int64(len(o.Data))-1)/gran; b++ {
-				add(o.Path, b*gran, gran)
-			}
-		case journal.OpFallocate:
-			add(o.Path, 0, -1)
-		case journal.OpTruncate:
-			add(o.Path, 0, -1)
-		case journal.OpRename:
-			add(o.OldPath, 0, -1)
-			add(o.NewPath, 0, -1)
-		case journal.OpLink:
-			add(o.NewPath, 0, -1)
-		default:
-			add(opPath(op), 0, -1)
-		}
-		return nil
-	})
+	list, err := s.vol.ExtentsSince(journal.Seq(from), journal.Seq(seq), "journal over --journal-max while the replica was away")
 	if err != nil {
 		return err
-	}
-	for _, e := range exts {
-		list = append(list, *e)
 	}
 	if err := s.vol.Meta().AddResync(list); err != nil {
 		return err
@@ -645,30 +662,6 @@ func (s *Shipper) degrade() error {
 	s.cfg.Logf("journal passed --journal-max with the replica away: records %d-%d folded into %d dirty extents", from, seq, len(list))
 	// A checkpoint makes the folded records unnecessary for local recovery too, and releases them.
 	return s.vol.Checkpoint()
-}
-
-func opPath(op journal.Op) string {
-	switch o := op.(type) {
-	case journal.OpCreate:
-		return o.Path
-	case journal.OpMkdir:
-		return o.Path
-	case journal.OpMknod:
-		return o.Path
-	case journal.OpSymlink:
-		return o.Path
-	case journal.OpUnlink:
-		return o.Path
-	case journal.OpRmdir:
-		return o.Path
-	case journal.OpSetattr:
-		return o.Path
-	case journal.OpSetxattr:
-		return o.Path
-	case journal.OpRemovexattr:
-		return o.Path
-	}
-	return "."
 }
 
 // SyncNow starts a cycle at once and waits until the replica has acknowledged every record
@@ -694,4 +687,72 @@ func (s *Shipper) SyncNow(ctx context.Context) (uint64, error) {
 		case <-tick.C:
 		}
 	}
+}
+
+// FailoverResult reports a planned failover.
+type FailoverResult struct {
+	Generation uint64        `json:"generation"`
+	Seq        uint64        `json:"seq"`
+	Pause      time.Duration `json:"pause_ns"`
+	NewSource  string        `json:"new_primary_source"`
+	NewState   string        `json:"new_primary_state"`
+}
+
+// PlannedFailover switches the primary role to the replica with zero data loss: it pauses
+// guest writes, ships the last log, has the replica promote itself at exactly that seq, marks
+// this side demoted (the volume turns read-only) and resumes. Guests see one pause, whose
+// length is returned; their writes fail with EROFS afterwards, since this site is no longer
+// the primary.
+func (s *Shipper) PlannedFailover(ctx context.Context) (FailoverResult, error) {
+	var res FailoverResult
+	if s.vol.ResyncPending() {
+		return res, errors.New("a resync is under way (see drfs status): retry when replication_state is replicating")
+	}
+	t0 := time.Now()
+	resume := s.vol.Pause()
+	paused := true
+	defer func() {
+		if paused {
+			resume()
+		}
+	}()
+	last := uint64(s.j.LastSeq())
+	tick := time.NewTicker(2 * time.Millisecond)
+	defer tick.Stop()
+	for s.applied.Load() < last {
+		s.Kick()
+		select {
+		case <-ctx.Done():
+			return res, fmt.Errorf("the replica did not acknowledge seq %d (at %d): %w; nothing changed", last, s.applied.Load(), ctx.Err())
+		case <-tick.C:
+		}
+		s.mu.Lock()
+		state := s.state
+		s.mu.Unlock()
+		if state == "fenced" {
+			return res, errors.New("this primary is fenced; nothing changed")
+		}
+	}
+	pr, err := s.t.Promote(ctx, last)
+	if err != nil {
+		return res, fmt.Errorf("promote the replica: %w; nothing changed, this side is still the primary", err)
+	}
+	gen := s.vol.Generation()
+	reason := fmt.Sprintf("planned failover to %s (generation %d)", s.t, pr.Generation)
+	if err := s.vol.Meta().Demote(volume.RoleRecord{Reason: reason, Generation: pr.Generation, Seq: last}); err != nil {
+		s.cfg.Logf("record demotion: %v", err)
+	}
+	s.vol.SetReadOnly(reason)
+	s.mu.Lock()
+	s.state = "demoted"
+	s.lastErr = ""
+	s.demoted = true
+	s.mu.Unlock()
+	s.vol.Audit(audit.Entry{Action: "failover", GenBefore: gen, GenAfter: pr.Generation, Point: last,
+		Detail: fmt.Sprintf("planned: this side demoted; new primary at %s (state %s)", s.t, pr.State)})
+	resume()
+	paused = false
+	res = FailoverResult{Generation: pr.Generation, Seq: last, Pause: time.Since(t0), NewSource: pr.Source, NewState: pr.State}
+	s.cfg.Logf("planned failover done: replica promoted to generation %d at seq %d; guests paused %s", pr.Generation, last, res.Pause.Round(time.Microsecond))
+	return res, nil
 }

@@ -32,7 +32,10 @@ type Target interface {
 	ResyncBegin(ctx context.Context, volumeID string, gen uint64) error
 	// SyncComplete tells the replica it now holds the source state as of seq (at least), and
 	// that logs up to tolerantUntil overlap what the resync copied.
-	SyncComplete(ctx context.Context, volumeID string, gen, seq, tolerantUntil uint64) error
+	SyncComplete(ctx context.Context, volumeID string, gen, seq, tolerantUntil uint64, exact bool) error
+	// Promote asks the replica to take over as the primary of generation gen+1 after this
+	// primary shipped everything up to seq (a planned failover).
+	Promote(ctx context.Context, seq uint64) (replica.PromoteResult, error)
 	// Describe returns the replica's entry for path, with block hashes of [off, off+n) when
 	// block > 0.
 	Describe(ctx context.Context, path string, off, n int64, block int) (replica.Entry, error)
@@ -128,8 +131,12 @@ func (t *localTarget) ResyncBegin(_ context.Context, id string, gen uint64) erro
 	return localErr(t.v.MarkInconsistent(id, gen), t.v.State().Applied)
 }
 
-func (t *localTarget) SyncComplete(_ context.Context, id string, gen, seq, tolerant uint64) error {
-	return localErr(t.v.SyncComplete(id, gen, seq, tolerant), t.v.State().Applied)
+func (t *localTarget) SyncComplete(_ context.Context, id string, gen, seq, tolerant uint64, exact bool) error {
+	return localErr(t.v.SyncComplete(id, gen, seq, tolerant, exact), t.v.State().Applied)
+}
+
+func (t *localTarget) Promote(_ context.Context, seq uint64) (replica.PromoteResult, error) {
+	return t.v.Promote(replica.PromoteOptions{Planned: true, ExpectSeq: seq})
 }
 
 func (t *localTarget) Describe(_ context.Context, p string, off, n int64, block int) (replica.Entry, error) {
@@ -216,9 +223,15 @@ func (t *httpTarget) ResyncBegin(ctx context.Context, id string, gen uint64) err
 	return t.do(ctx, "POST", "/resync-begin", b, nil)
 }
 
-func (t *httpTarget) SyncComplete(ctx context.Context, id string, gen, seq, tolerant uint64) error {
-	b, _ := json.Marshal(map[string]any{"volume_id": id, "generation": gen, "seq": seq, "tolerant_until": tolerant})
+func (t *httpTarget) SyncComplete(ctx context.Context, id string, gen, seq, tolerant uint64, exact bool) error {
+	b, _ := json.Marshal(map[string]any{"volume_id": id, "generation": gen, "seq": seq, "tolerant_until": tolerant, "exact": exact})
 	return t.do(ctx, "POST", "/sync-complete", b, nil)
+}
+
+func (t *httpTarget) Promote(ctx context.Context, seq uint64) (replica.PromoteResult, error) {
+	var res replica.PromoteResult
+	b, _ := json.Marshal(replica.PromoteOptions{Planned: true, ExpectSeq: seq})
+	return res, t.do(ctx, "POST", "/promote", b, &res)
 }
 
 func (t *httpTarget) Describe(ctx context.Context, p string, off, n int64, block int) (replica.Entry, error) {

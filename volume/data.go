@@ -102,6 +102,9 @@ func (v *Volume) markHot(ino uint64, off, n int64) error {
 func (v *Volume) Write(t Target, ino uint64, fd int, data []byte, off int64) (int, error) {
 	v.opLock.RLock()
 	defer v.opLock.RUnlock()
+	if err := v.Writable(); err != nil {
+		return 0, err
+	}
 	path, ok := t.JournalPath()
 	if ok {
 		if err := v.markHot(ino, off, int64(len(data))); err != nil {
@@ -128,6 +131,9 @@ func (v *Volume) Write(t Target, ino uint64, fd int, data []byte, off int64) (in
 func (v *Volume) DataOp(t Target, ino uint64, mk func(path string) journal.Op, hotOff, hotLen int64, do func() error) error {
 	v.opLock.RLock()
 	defer v.opLock.RUnlock()
+	if err := v.Writable(); err != nil {
+		return err
+	}
 	path, ok := t.JournalPath()
 	if ok {
 		if err := v.markHot(ino, hotOff, hotLen); err != nil {
@@ -158,6 +164,9 @@ func (v *Volume) LockNamespace() (unlock func()) {
 // The caller holds LockNamespace. If the journal refuses it, the path is marked for resync so
 // the replica cannot silently miss the change.
 func (v *Volume) Record(op journal.Op) error {
+	if err := v.Writable(); err != nil {
+		return err
+	}
 	b := journal.EncodeOp(op)
 	if _, err := v.j.Append(op.Type(), b); err != nil {
 		v.resyncLater(opPath(op), 0, -1, "journal append failed: "+err.Error())

@@ -46,6 +46,8 @@ type Config struct {
 	CheckpointBytes    int64         // checkpoint early when this much journal accumulated
 
 	Logf func(format string, args ...any)
+
+	allowDemoted bool // Diverge opens a demoted state to read its journal
 }
 
 // Volume is an open drfs volume on the primary.
@@ -74,6 +76,7 @@ type Volume struct {
 	ckJournal  atomic.Int64 // journal bytes appended at the last checkpoint
 	appended   atomic.Int64
 	retainFrom atomic.Pointer[func() journal.Seq]
+	readOnly   atomic.Pointer[string] // set once the volume was demoted
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -131,7 +134,17 @@ func Open(cfg Config) (_ *Volume, err error) {
 	if err := v.identify(cfg.Name); err != nil {
 		return nil, err
 	}
-	if v.j, err = journal.Open(filepath.Join(state, "journal"), journal.Options{SegmentSize: cfg.SegmentSize, Logf: logf}); err != nil {
+	if role, err := v.meta.Role(); err != nil {
+		return nil, err
+	} else if role != nil && !cfg.allowDemoted {
+		return nil, fmt.Errorf("%w: %s (%s, generation %d took over at seq %d); this state cannot be mounted as a primary any more: run `drfs reverse` to make this site a replica of the new primary", ErrDemoted, role.Reason, role.Time.Format(time.RFC3339), role.Generation, role.Seq)
+	}
+	ck, err := v.meta.Checkpoint()
+	if err != nil {
+		return nil, err
+	}
+	// A promoted replica's state starts its journal after the seq it was promoted at.
+	if v.j, err = journal.Open(filepath.Join(state, "journal"), journal.Options{SegmentSize: cfg.SegmentSize, Logf: logf, FirstSeq: journal.Seq(ck + 1)}); err != nil {
 		return nil, fmt.Errorf("open journal: %w", err)
 	}
 	v.start.Recovery = v.j.Recovery()

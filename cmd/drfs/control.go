@@ -1,8 +1,10 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"log"
 	"net"
 	"net/http"
@@ -57,6 +59,31 @@ func serveControl(vol *volume.Volume, ship *shipper.Shipper, mnt string, logger 
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(statusMap(vs, ss))
 	})
+	mux.HandleFunc("POST /failover", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		if ship == nil {
+			w.WriteHeader(http.StatusConflict)
+			json.NewEncoder(w).Encode(map[string]string{"error": "this volume has no replica to fail over to (mount with --replica)"})
+			return
+		}
+		timeout, _ := time.ParseDuration(r.URL.Query().Get("timeout"))
+		if timeout <= 0 {
+			timeout = 2 * time.Minute
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), timeout)
+		defer cancel()
+		res, err := ship.PlannedFailover(ctx)
+		if err != nil {
+			w.WriteHeader(http.StatusConflict)
+			json.NewEncoder(w).Encode(map[string]string{"error": err.Error()})
+			return
+		}
+		// The kernel refuses writes from now on too, before they reach drfs.
+		if err := unix.Mount(mnt, mnt, "", unix.MS_REMOUNT|unix.MS_RDONLY, ""); err != nil {
+			logger.Printf("remount %s read-only: %v (writes still fail with EROFS in drfs)", mnt, err)
+		}
+		json.NewEncoder(w).Encode(res)
+	})
 	mux.HandleFunc("POST /sync", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		if ship == nil {
@@ -98,3 +125,20 @@ func controlClient(state string) *http.Client {
 }
 
 func lazyUnmount(mnt string) error { return unix.Unmount(mnt, unix.MNT_DETACH) }
+
+// serveSocket is the name, inside a replica directory, of the unix socket on which a running
+// drfs serve answers local operator commands (promote).
+const serveSocket = "drfs-serve.sock"
+
+// serveClient returns an HTTP client for the local socket of the drfs serve using dir.
+func serveClient(dir string) *http.Client {
+	path := filepath.Join(dir, serveSocket)
+	return &http.Client{
+		Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", path)
+		}},
+	}
+}
+
+func bytesReader(b []byte) io.Reader { return bytes.NewReader(b) }

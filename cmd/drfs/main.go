@@ -23,6 +23,10 @@ Usage:
   drfs status (--state DIR | --dir DIR) [--json]
   drfs points --dir DIR --volume NAME [--json]
   drfs sync --state DIR [--timeout D]
+  drfs promote --dir DIR --volume NAME [--point SEQ | --time T] [--force]
+  drfs failover --planned --state DIR
+  drfs reverse --state DIR --dir REPLICA-DIR
+  drfs audit (--state DIR | --dir DIR --volume NAME)
   drfs journal dump --state DIR [--from SEQ] [--to SEQ]
 
 Run "drfs COMMAND -h" for the options of a command.
@@ -53,6 +57,14 @@ func main() {
 		cmd = &pointsCommand{}
 	case "sync":
 		cmd = &syncCommand{}
+	case "promote":
+		cmd = &promoteCommand{}
+	case "failover":
+		cmd = &failoverCommand{}
+	case "reverse":
+		cmd = &reverseCommand{}
+	case "audit":
+		cmd = &auditCommand{}
 	case "journal":
 		cmd = &journalCommand{}
 	case "-h", "--help", "help":

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -100,6 +101,16 @@ func (c *serveCommand) Run(ctx context.Context) error {
 			errc <- hs.ServeTLS(ln, "", "")
 		}
 	}()
+	// Local operator commands (promote) reach the volumes through a unix socket in the replica
+	// directory, since this process holds them.
+	sock := filepath.Join(c.dir, serveSocket)
+	os.Remove(sock)
+	if ls, err := serveHTTP("unix", sock, srv.LocalHandler(), logger); err != nil {
+		logger.Printf("local socket %s: %v (drfs promote needs this server stopped)", sock, err)
+	} else {
+		os.Chmod(sock, 0o600)
+		defer ls.Close()
+	}
 	scheme := "https"
 	if c.insecure {
 		scheme = "http"

@@ -1,0 +1,251 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"text/tabwriter"
+	"time"
+
+	"drfs/internal/audit"
+	"drfs/replica"
+	"drfs/volume"
+)
+
+// promoteCommand: drfs promote --dir DIR --volume V [--point SEQ|--time T] [--force] [--state-out DIR]
+type promoteCommand struct {
+	dir, volume, stateOut, point, at string
+	force                            bool
+}
+
+func (c *promoteCommand) ParseFlags(args []string) error {
+	fs := flag.NewFlagSet("drfs promote", flag.ContinueOnError)
+	fs.StringVar(&c.dir, "dir", "", "replica directory (required)")
+	fs.StringVar(&c.volume, "volume", "", "volume name (required)")
+	fs.StringVar(&c.point, "point", "", "roll back to this recovery point (a seq from drfs points) instead of the latest")
+	fs.StringVar(&c.at, "time", "", "roll back to the newest recovery point at or before this time (RFC 3339)")
+	fs.BoolVar(&c.force, "force", false, "promote although the old primary may still be in contact (it is fenced when it returns)")
+	fs.StringVar(&c.stateOut, "state-out", "", "state directory to prepare for the new primary (default DIR/VOLUME/primary)")
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 0 {
+		return fmt.Errorf("unexpected argument %q", pos[0])
+	}
+	if c.dir == "" || c.volume == "" {
+		return errors.New("--dir and --volume are required")
+	}
+	if c.point != "" && c.at != "" {
+		return errors.New("use either --point or --time")
+	}
+	return nil
+}
+
+func (c *promoteCommand) Run(ctx context.Context) error {
+	o := replica.PromoteOptions{Force: c.force, StateDir: c.stateOut}
+	if c.point != "" {
+		p, err := strconv.ParseUint(c.point, 10, 64)
+		if err != nil {
+			return fmt.Errorf("--point %q is not a seq", c.point)
+		}
+		o.Point = &p
+	}
+	if c.at != "" {
+		t, err := time.Parse(time.RFC3339, c.at)
+		if err != nil {
+			return fmt.Errorf("--time %q: want RFC 3339, e.g. 2026-11-21T10:00:00Z", c.at)
+		}
+		o.Time = &t
+	}
+	var res replica.PromoteResult
+	// A running drfs serve holds the volume: ask it through its local socket.
+	body, _ := json.Marshal(o)
+	resp, err := serveClient(c.dir).Post("http://drfs/v1/volumes/"+c.volume+"/promote", "application/json", bytesReader(body))
+	if err == nil {
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			var e replica.ErrorReply
+			json.NewDecoder(resp.Body).Decode(&e)
+			return errors.New(e.Error)
+		}
+		if err := json.NewDecoder(resp.Body).Decode(&res); err != nil {
+			return err
+		}
+	} else {
+		v, err := replica.OpenVolume(c.dir, c.volume, replica.Options{})
+		if err != nil {
+			return err
+		}
+		defer v.Close()
+		if res, err = v.Promote(o); err != nil {
+			return err
+		}
+	}
+	fmt.Printf(`promoted volume %s to generation %d at seq %d (%d newer logs rolled back)
+bring it up as the primary on this site:
+  drfs mount --source %s --state %s MOUNTPOINT [--replica URL-of-a-new-replica]
+the old primary is fenced: if it comes back it is refused, keeps serving its guests read-write
+but stops shipping; make it a replica of this one with drfs reverse.
+`, res.Volume, res.Generation, res.Seq, res.RolledBack, res.Source, res.State)
+	return nil
+}
+
+// failoverCommand: drfs failover --planned --state DIR
+type failoverCommand struct {
+	state   string
+	planned bool
+	timeout time.Duration
+}
+
+func (c *failoverCommand) ParseFlags(args []string) error {
+	fs := flag.NewFlagSet("drfs failover", flag.ContinueOnError)
+	fs.StringVar(&c.state, "state", "", "state directory of the mounted, replicating primary (required)")
+	fs.BoolVar(&c.planned, "planned", false, "zero-loss switch: pause guest writes, ship the last log, promote the replica, demote this side")
+	fs.DurationVar(&c.timeout, "timeout", 2*time.Minute, "give up (changing nothing) if the replica does not catch up in time")
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 0 {
+		return fmt.Errorf("unexpected argument %q", pos[0])
+	}
+	if c.state == "" || !c.planned {
+		return errors.New("usage: drfs failover --planned --state DIR (for an unplanned failover run drfs promote on the replica site)")
+	}
+	return nil
+}
+
+func (c *failoverCommand) Run(ctx context.Context) error {
+	resp, err := controlClient(c.state).Post("http://drfs/failover?timeout="+c.timeout.String(), "", nil)
+	if err != nil {
+		return fmt.Errorf("is drfs mounted with --state %s? %w", c.state, err)
+	}
+	defer resp.Body.Close()
+	var r struct {
+		Error      string        `json:"error"`
+		Generation uint64        `json:"generation"`
+		Seq        uint64        `json:"seq"`
+		Pause      time.Duration `json:"pause_ns"`
+		Source     string        `json:"new_primary_source"`
+		State      string        `json:"new_primary_state"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&r); err != nil {
+		return err
+	}
+	if r.Error != "" {
+		return errors.New(r.Error)
+	}
+	fmt.Printf(`planned failover done: guests were paused for %s
+the replica is now the primary of generation %d from seq %d; on the replica site run:
+  drfs mount --source %s --state %s MOUNTPOINT
+this side is demoted: its mount is read-only now. Stop the VMs here, unmount, then make this
+site the new primary's replica (no copy needed):
+  drfs reverse --state %s --dir REPLICA-DIR && drfs serve --dir REPLICA-DIR ...
+`, r.Pause.Round(time.Microsecond), r.Generation, r.Seq, r.Source, r.State, c.state)
+	return nil
+}
+
+// reverseCommand: drfs reverse --state DIR --dir REPLICA-DIR
+type reverseCommand struct{ state, dir string }
+
+func (c *reverseCommand) ParseFlags(args []string) error {
+	fs := flag.NewFlagSet("drfs reverse", flag.ContinueOnError)
+	fs.StringVar(&c.state, "state", "", "state directory of the old primary (not mounted) (required)")
+	fs.StringVar(&c.dir, "dir", "", "replica directory to serve from this site (required); the source moves to DIR/VOLUME/data")
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 0 {
+		return fmt.Errorf("unexpected argument %q", pos[0])
+	}
+	if c.state == "" || c.dir == "" {
+		return errors.New("--state and --dir are required")
+	}
+	return nil
+}
+
+func (c *reverseCommand) Run(ctx context.Context) error {
+	if _, err := controlClient(c.state).Get("http://drfs/status"); err == nil {
+		return errors.New("the volume is still mounted here: stop the VMs, stop drfs mount, then reverse")
+	}
+	st, err := volume.ReadStatus(c.state)
+	if err != nil {
+		return err
+	}
+	logDir := filepath.Join(c.dir, st.Volume, "state", "diverged")
+	d, err := volume.Diverge(c.state, logDir, "reversed into a replica of the new primary")
+	if err != nil {
+		return err
+	}
+	data, err := replica.Adopt(c.dir, d, func(f string, a ...any) { fmt.Fprintf(os.Stderr, "drfs: "+f+"\n", a...) })
+	if err != nil {
+		return err
+	}
+	fmt.Printf("volume %s is now a replica at seq %d (generation %d), data in %s\n", d.Name, d.Acked, d.Generation, data)
+	if d.LogFile != "" {
+		fmt.Printf("this side had %d records after seq %d that never reached the replica (split brain if the new primary\nwrote too): saved to %s (%s); the new primary overwrites them\n", d.Last-d.Acked, d.Acked, d.LogFile, human(d.LogBytes))
+	}
+	fmt.Printf("%d extents will be compared by block hash when the new primary connects; start the replica:\n  drfs serve --dir %s ...\n", len(d.Extents), c.dir)
+	return nil
+}
+
+// auditCommand: drfs audit (--state DIR | --dir DIR --volume V)
+type auditCommand struct {
+	state, dir, volume string
+	json               bool
+}
+
+func (c *auditCommand) ParseFlags(args []string) error {
+	fs := flag.NewFlagSet("drfs audit", flag.ContinueOnError)
+	fs.StringVar(&c.state, "state", "", "state directory of a primary")
+	fs.StringVar(&c.dir, "dir", "", "replica directory")
+	fs.StringVar(&c.volume, "volume", "", "volume name (with --dir)")
+	fs.BoolVar(&c.json, "json", false, "print JSON lines")
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 0 {
+		return fmt.Errorf("unexpected argument %q", pos[0])
+	}
+	if (c.state == "") == (c.dir == "") || (c.dir != "" && c.volume == "") {
+		return errors.New("give --state DIR, or --dir DIR --volume NAME")
+	}
+	return nil
+}
+
+func (c *auditCommand) Run(ctx context.Context) error {
+	path := filepath.Join(c.state, audit.FileName)
+	if c.dir != "" {
+		path = filepath.Join(c.dir, c.volume, "state", audit.FileName)
+	}
+	entries, err := audit.Read(path)
+	if err != nil {
+		return err
+	}
+	if c.json {
+		enc := json.NewEncoder(os.Stdout)
+		for _, e := range entries {
+			enc.Encode(e)
+		}
+		return nil
+	}
+	if len(entries) == 0 {
+		fmt.Println("no failover actions recorded")
+		return nil
+	}
+	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "TIME\tACTION\tHOST\tUSER\tGENERATION\tPOINT\tFORCED\tDETAIL")
+	for _, e := range entries {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d -> %d\t%d\t%v\t%s\n", e.Time.Local().Format(time.RFC3339), e.Action, e.Host, e.User, e.GenBefore, e.GenAfter, e.Point, e.Forced, e.Detail)
+	}
+	return tw.Flush()
+}
