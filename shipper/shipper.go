@@ -717,21 +717,8 @@ func (s *Shipper) PlannedFailover(ctx context.Context) (FailoverResult, error) {
 		}
 	}()
 	last := uint64(s.j.LastSeq())
-	tick := time.NewTicker(2 * time.Millisecond)
-	defer tick.Stop()
-	for s.applied.Load() < last {
-		s.Kick()
-		select {
-		case <-ctx.Done():
-			return res, fmt.Errorf("the replica did not acknowledge seq %d (at %d): %w; nothing changed", last, s.applied.Load(), ctx.Err())
-		case <-tick.C:
-		}
-		s.mu.Lock()
-		state := s.state
-		s.mu.Unlock()
-		if state == "fenced" {
-			return res, errors.New("this primary is fenced; nothing changed")
-		}
+	if err := s.drain(ctx, last); err != nil {
+		return res, fmt.Errorf("%w; nothing changed", err)
 	}
 	pr, err := s.t.Promote(ctx, last)
 	if err != nil {
@@ -755,4 +742,25 @@ func (s *Shipper) PlannedFailover(ctx context.Context) (FailoverResult, error) {
 	res = FailoverResult{Generation: pr.Generation, Seq: last, Pause: time.Since(t0), NewSource: pr.Source, NewState: pr.State}
 	s.cfg.Logf("planned failover done: replica promoted to generation %d at seq %d; guests paused %s", pr.Generation, last, res.Pause.Round(time.Microsecond))
 	return res, nil
+}
+
+// drain waits, with the volume paused, until the replica acknowledged seq.
+func (s *Shipper) drain(ctx context.Context, seq uint64) error {
+	tick := time.NewTicker(2 * time.Millisecond)
+	defer tick.Stop()
+	for s.applied.Load() < seq {
+		s.Kick()
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("the replica did not acknowledge seq %d (at %d): %w", seq, s.applied.Load(), ctx.Err())
+		case <-tick.C:
+		}
+		s.mu.Lock()
+		state := s.state
+		s.mu.Unlock()
+		if state == "fenced" {
+			return errors.New("this primary is fenced")
+		}
+	}
+	return nil
 }

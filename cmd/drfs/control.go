@@ -84,6 +84,21 @@ func serveControl(vol *volume.Volume, ship *shipper.Shipper, mnt string, logger 
 		}
 		json.NewEncoder(w).Encode(res)
 	})
+	mux.HandleFunc("POST /verify", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		if ship == nil {
+			w.WriteHeader(http.StatusConflict)
+			json.NewEncoder(w).Encode(map[string]string{"error": "this volume has no replica to verify against (mount with --replica)"})
+			return
+		}
+		res, err := ship.Verify(r.Context())
+		if err != nil {
+			w.WriteHeader(http.StatusConflict)
+			json.NewEncoder(w).Encode(map[string]string{"error": err.Error()})
+			return
+		}
+		json.NewEncoder(w).Encode(res)
+	})
 	mux.HandleFunc("POST /sync", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		if ship == nil {

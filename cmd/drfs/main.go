@@ -27,6 +27,7 @@ Usage:
   drfs failover --planned --state DIR
   drfs reverse --state DIR --dir REPLICA-DIR
   drfs audit (--state DIR | --dir DIR --volume NAME)
+  drfs verify --state DIR [--json]
   drfs journal dump --state DIR [--from SEQ] [--to SEQ]
 
 Run "drfs COMMAND -h" for the options of a command.
@@ -65,6 +66,8 @@ func main() {
 		cmd = &reverseCommand{}
 	case "audit":
 		cmd = &auditCommand{}
+	case "verify":
+		cmd = &verifyCommand{}
 	case "journal":
 		cmd = &journalCommand{}
 	case "-h", "--help", "help":

@@ -1,0 +1,73 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"time"
+
+	"drfs/shipper"
+)
+
+type verifyCommand struct {
+	state string
+	json  bool
+}
+
+func (c *verifyCommand) ParseFlags(args []string) error {
+	fs := flag.NewFlagSet("drfs verify", flag.ContinueOnError)
+	fs.StringVar(&c.state, "state", "", "state directory of the mounted, replicating primary (required)")
+	fs.BoolVar(&c.json, "json", false, "print JSON")
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 0 {
+		return fmt.Errorf("unexpected argument %q", pos[0])
+	}
+	if c.state == "" {
+		return errors.New("--state is required")
+	}
+	return nil
+}
+
+func (c *verifyCommand) Run(ctx context.Context) error {
+	resp, err := controlClient(c.state).Post("http://drfs/verify", "", nil)
+	if err != nil {
+		return fmt.Errorf("is drfs mounted with --state %s? %w", c.state, err)
+	}
+	defer resp.Body.Close()
+	var r struct {
+		shipper.VerifyResult
+		Error string `json:"error"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&r); err != nil {
+		return err
+	}
+	if r.Error != "" {
+		return errors.New(r.Error)
+	}
+	if c.json {
+		printJSON(r.VerifyResult)
+	} else {
+		fmt.Printf("compared %d files (%s) at seq %d; guests paused %s\n", r.Files, human(r.Bytes), r.Seq, r.Pause.Round(time.Millisecond))
+		for _, d := range r.Differences {
+			where := "whole object"
+			if d.Len >= 0 {
+				where = fmt.Sprintf("%d bytes at offset %d", d.Len, d.Off)
+			}
+			fmt.Printf("  %s: %s (%s)\n", d.Path, d.What, where)
+		}
+		if len(r.Differences) == 0 {
+			fmt.Println("the replica is identical")
+		}
+	}
+	if len(r.Differences) > 0 {
+		fmt.Fprintf(os.Stderr, "drfs verify: %d differences\n", len(r.Differences))
+		os.Exit(1)
+	}
+	return nil
+}
