@@ -518,8 +518,11 @@ func setattr(t *tree, p string, valid, mode, uid, gid uint32, atime, mtime int64
 }
 
 // undoOne applies one undo entry; missing objects are skipped so rollback is idempotent.
-func (v *Volume) undoOne(e undoEntry) error {
-	t := v.data
+func (v *Volume) undoOne(e undoEntry) error { return undoOn(v.data, e, false) }
+
+// undoOn applies e to tree t. With copyTrash, objects in the trash are copied back instead of
+// moved (a clone must not take them from the replica).
+func undoOn(t *tree, e undoEntry, copyTrash bool) error {
 	switch e.kind {
 	case undoBytes:
 		fd, err := t.open(e.path, unix.O_RDWR, 0)
@@ -555,6 +558,11 @@ func (v *Volume) undoOne(e undoEntry) error {
 	case undoMoveBack:
 		if _, err := os.Lstat(e.other); err != nil {
 			return nil // already moved back
+		}
+		if copyTrash {
+			return t.at(e.path, func(dfd int, name string) error {
+				return copyTree(e.other, procPath(dfd, name))
+			})
 		}
 		return t.moveIn(e.other, e.path)
 	case undoRename:

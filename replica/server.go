@@ -167,6 +167,21 @@ func (s *Server) handler(local bool) http.Handler {
 	mux.HandleFunc("GET /v1/volumes/{v}/points", s.withVolume(func(w http.ResponseWriter, r *http.Request, v *Volume) {
 		writeJSON(w, http.StatusOK, v.Points())
 	}))
+	mux.HandleFunc("POST /v1/volumes/{v}/clone", s.withVolume(func(w http.ResponseWriter, r *http.Request, v *Volume) {
+		if !local {
+			writeErr(w, http.StatusForbidden, "forbidden", "test failover clones are taken on the replica host", 0)
+			return
+		}
+		var req CloneRequest
+		if !readJSON(w, r, &req) {
+			return
+		}
+		if err := v.Clone(req.Seq, req.Dest); err != nil {
+			writeErr(w, http.StatusConflict, "clone", err.Error(), v.State().Applied)
+			return
+		}
+		writeJSON(w, http.StatusOK, v.State())
+	}))
 	mux.HandleFunc("POST /v1/volumes/{v}/promote", s.withVolume(func(w http.ResponseWriter, r *http.Request, v *Volume) {
 		var o PromoteOptions
 		if !readJSON(w, r, &o) {

@@ -77,6 +77,8 @@ type Volume struct {
 	appended   atomic.Int64
 	retainFrom atomic.Pointer[func() journal.Seq]
 	readOnly   atomic.Pointer[string] // set once the volume was demoted
+	pinMu      sync.Mutex
+	pins       []journal.Seq // journal records kept for a reader other than the shipper
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -387,6 +389,13 @@ func (v *Volume) release() error {
 			upTo = need - 1
 		}
 	}
+	v.pinMu.Lock()
+	for _, p := range v.pins {
+		if p > 0 && p-1 < upTo {
+			upTo = p - 1
+		}
+	}
+	v.pinMu.Unlock()
 	if upTo == 0 {
 		return nil
 	}
@@ -499,5 +508,23 @@ func (v *Volume) ResyncPending() bool {
 func (v *Volume) ReleaseJournal() {
 	if err := v.release(); err != nil {
 		v.logf("release journal: %v", err)
+	}
+}
+
+// Pin keeps journal records from seq on until unpin is called (a seed export reads them after
+// copying the tree).
+func (v *Volume) Pin(seq journal.Seq) (unpin func()) {
+	v.pinMu.Lock()
+	defer v.pinMu.Unlock()
+	v.pins = append(v.pins, seq)
+	return func() {
+		v.pinMu.Lock()
+		defer v.pinMu.Unlock()
+		for i, p := range v.pins {
+			if p == seq {
+				v.pins = append(v.pins[:i], v.pins[i+1:]...)
+				break
+			}
+		}
 	}
 }

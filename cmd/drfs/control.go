@@ -14,6 +14,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"drfs/internal/audit"
+	"drfs/seed"
 	"drfs/shipper"
 	"drfs/volume"
 )
@@ -98,6 +100,17 @@ func serveControl(vol *volume.Volume, ship *shipper.Shipper, mnt string, logger 
 			return
 		}
 		json.NewEncoder(w).Encode(res)
+	})
+	mux.HandleFunc("POST /seed-export", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		m, err := seed.Export(vol, r.URL.Query().Get("dir"))
+		if err != nil {
+			w.WriteHeader(http.StatusConflict)
+			json.NewEncoder(w).Encode(map[string]string{"error": err.Error()})
+			return
+		}
+		vol.Audit(audit.Entry{Action: "seed-export", GenBefore: m.Generation, GenAfter: m.Generation, Point: m.Seq, Detail: "to " + r.URL.Query().Get("dir")})
+		json.NewEncoder(w).Encode(map[string]any{"seq": m.Seq, "files": len(m.Files)})
 	})
 	mux.HandleFunc("POST /sync", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")

@@ -28,6 +28,8 @@ Usage:
   drfs reverse --state DIR --dir REPLICA-DIR
   drfs audit (--state DIR | --dir DIR --volume NAME)
   drfs verify --state DIR [--json]
+  drfs seed export --state DIR SEEDDIR | drfs seed import --dir REPLICA-DIR SEEDDIR
+  drfs test-failover --dir DIR --volume NAME [--point SEQ] --mount MNT | --cleanup
   drfs journal dump --state DIR [--from SEQ] [--to SEQ]
 
 Run "drfs COMMAND -h" for the options of a command.
@@ -68,6 +70,10 @@ func main() {
 		cmd = &auditCommand{}
 	case "verify":
 		cmd = &verifyCommand{}
+	case "seed":
+		cmd = &seedCommand{}
+	case "test-failover":
+		cmd = &testFailoverCommand{}
 	case "journal":
 		cmd = &journalCommand{}
 	case "-h", "--help", "help":
