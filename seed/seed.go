@@ -89,6 +89,13 @@ func Export(vol *volume.Volume, dir string) (Manifest, error) {
 	if m.Files, err = hashTree(rv.DataDir(), m.BlockSize); err != nil {
 		return m, err
 	}
+	// A volume that does not replicate yet continues from the seed: the journal keeps the
+	// records after it for the replica that will be seeded.
+	if r, _ := vol.Meta().String(volume.KeyReplica); r == "" {
+		if err := vol.Meta().SetUint(volume.KeyShipNext, m.Seq); err != nil {
+			return m, err
+		}
+	}
 	b, _ := json.MarshalIndent(m, "", " ")
 	if err := os.WriteFile(filepath.Join(dir, ManifestName), b, 0o600); err != nil {
 		return m, err

@@ -140,6 +140,11 @@ func New(cfg Config) (*Shipper, error) {
 	}
 	s.next.Store(next)
 	s.applied.Store(next)
+	if et, ok := cfg.Target.(*exportTarget); ok && et.st.VolumeID == "" {
+		// A new export directory continues from what this primary last shipped (after a
+		// seed export, the seed's seq).
+		et.st = replica.State{VolumeID: s.vol.ID(), Name: s.vol.Name(), Generation: s.vol.Generation(), Applied: next, Consistent: true}
+	}
 	s.appendedAt = s.vol.AppendedBytes()
 	s.vol.SetRetention(func() journal.Seq { return journal.Seq(s.next.Load() + 1) })
 	if err := s.vol.Meta().SetString(volume.KeyReplica, cfg.Target.String()); err != nil {

@@ -58,8 +58,9 @@ type RefusedError struct {
 func (e *RefusedError) Error() string { return fmt.Sprintf("replica refused (%s): %s", e.Code, e.Msg) }
 
 // OpenTarget returns the target for a replica URL: https://HOST:PORT (a drfs serve, with
-// mutual TLS from tlsConf), http://127.0.0.1:PORT (only with insecure, loopback only), or
-// file:///DIR (a replica directory on this host, applied by the same code).
+// mutual TLS from tlsConf), http://127.0.0.1:PORT (only with insecure, loopback only),
+// file:///DIR (a replica directory on this host, applied by the same code), or export:///DIR
+// (change-log files for offline transport, applied on the replica site with drfs apply).
 func OpenTarget(raw, volume string, tlsConf *tls.Config, insecure bool, logf func(string, ...any)) (Target, error) {
 	u, err := url.Parse(raw)
 	if err != nil {
@@ -75,6 +76,11 @@ func OpenTarget(raw, volume string, tlsConf *tls.Config, insecure bool, logf fun
 			return nil, err
 		}
 		return &localTarget{v: v, dir: u.Path}, nil
+	case "export":
+		if u.Path == "" || u.Host != "" {
+			return nil, fmt.Errorf("replica URL %q: use export:///ABSOLUTE/DIR", raw)
+		}
+		return openExportTarget(u.Path, "")
 	case "https":
 		if tlsConf == nil {
 			return nil, errors.New("an https replica needs certificates (--certs DIR)")
@@ -89,7 +95,7 @@ func OpenTarget(raw, volume string, tlsConf *tls.Config, insecure bool, logf fun
 		}
 		return newHTTPTarget(u, volume, &http.Transport{}), nil
 	}
-	return nil, fmt.Errorf("replica URL %q: scheme must be https, file (or http with --insecure)", raw)
+	return nil, fmt.Errorf("replica URL %q: scheme must be https, file, export (or http with --insecure)", raw)
 }
 
 func isLoopback(host string) bool {

@@ -29,6 +29,7 @@ Usage:
   drfs audit (--state DIR | --dir DIR --volume NAME)
   drfs verify --state DIR [--json]
   drfs seed export --state DIR SEEDDIR | drfs seed import --dir REPLICA-DIR SEEDDIR
+  drfs apply --dir REPLICA-DIR LOGFILE|LOGDIR...
   drfs test-failover --dir DIR --volume NAME [--point SEQ] --mount MNT | --cleanup
   drfs journal dump --state DIR [--from SEQ] [--to SEQ]
 
@@ -72,6 +73,8 @@ func main() {
 		cmd = &verifyCommand{}
 	case "seed":
 		cmd = &seedCommand{}
+	case "apply":
+		cmd = &applyCommand{}
 	case "test-failover":
 		cmd = &testFailoverCommand{}
 	case "journal":

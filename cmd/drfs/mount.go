@@ -51,7 +51,7 @@ type replicationFlags struct {
 }
 
 func (r *replicationFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&r.url, "replica", "", "replicate to https://HOST:PORT (drfs serve) or file:///DIR")
+	fs.StringVar(&r.url, "replica", "", "replicate to https://HOST:PORT (drfs serve), file:///DIR (a replica directory here) or export:///DIR (change-log files for offline transport)")
 	fs.StringVar(&r.interval, "interval", "", `ship every DURATION (e.g. 30s, 5m) or "continuous" (default 30s)`)
 	fs.DurationVar(&r.rpo, "rpo", 0, "ship early enough to keep replica lag under this target (instead of --interval)")
 	fs.StringVar(&r.bwlimit, "bwlimit", "", "bandwidth limit to the replica, bytes per second (e.g. 20M)")
