@@ -21,8 +21,13 @@ import (
 	"drfs/volume"
 )
 
-// ManifestName is the manifest's file name in a seed directory.
-const ManifestName = "manifest.json"
+// Names in a seed directory: SEED/manifest.json, SEED/tail.dcl (the records written during the
+// copy, already applied) and SEED/VOLUME/{data,state} (a replica volume, consistent at the
+// manifest's seq).
+const (
+	ManifestName = "manifest.json"
+	TailName     = "tail.dcl"
+)
 
 // Manifest describes a seed: which volume, consistent at which seq, and the block hashes of
 // every file (to detect damaged media at import).
@@ -80,6 +85,10 @@ func Export(vol *volume.Volume, dir string) (Manifest, error) {
 		}
 		if _, err := rv.Apply(tail); err != nil {
 			return m, fmt.Errorf("apply the records written during the copy: %w", err)
+		}
+		// Keep them beside the copy too, in the change-log format.
+		if p, _, err := changelog.WriteFile(dir, tail); err == nil {
+			os.Rename(p, filepath.Join(dir, TailName))
 		}
 	}
 	if st := rv.State(); !st.Consistent || st.Applied != uint64(end) {
@@ -163,7 +172,7 @@ func hashTree(root string, block int) ([]FileHash, error) {
 // Import checks the seed in seedDir against its manifest and installs it as volume
 // replicaDir/NAME. It refuses a damaged seed and a replica directory that already holds the
 // volume.
-func Import(seedDir, replicaDir string) (Manifest, error) {
+func Import(seedDir, replicaDir, volumeName string) (Manifest, error) {
 	var m Manifest
 	b, err := os.ReadFile(filepath.Join(seedDir, ManifestName))
 	if err != nil {
@@ -171,6 +180,9 @@ func Import(seedDir, replicaDir string) (Manifest, error) {
 	}
 	if err := json.Unmarshal(b, &m); err != nil {
 		return m, fmt.Errorf("read the seed manifest: %w", err)
+	}
+	if volumeName != "" && volumeName != m.Name {
+		return m, fmt.Errorf("%s is a seed of volume %q, not %q", seedDir, m.Name, volumeName)
 	}
 	src := filepath.Join(seedDir, m.Name)
 	have, err := hashTree(filepath.Join(src, "data"), m.BlockSize)

@@ -15,7 +15,7 @@ import (
 
 // seedCommand: drfs seed export --state DIR SEEDDIR | drfs seed import --dir REPLICA-DIR SEEDDIR
 type seedCommand struct {
-	op, state, dir, seedDir string
+	op, state, dir, seedDir, volume string
 }
 
 func (c *seedCommand) ParseFlags(args []string) error {
@@ -28,6 +28,7 @@ func (c *seedCommand) ParseFlags(args []string) error {
 		fs.StringVar(&c.state, "state", "", "state directory of the mounted volume (required)")
 	} else {
 		fs.StringVar(&c.dir, "dir", "", "replica directory to install the seed in (required)")
+		fs.StringVar(&c.volume, "volume", "", "expected volume name (refuses a seed of another volume)")
 	}
 	pos, err := parseInterspersed(fs, args[1:])
 	if err != nil {
@@ -48,7 +49,7 @@ func (c *seedCommand) ParseFlags(args []string) error {
 
 func (c *seedCommand) Run(ctx context.Context) error {
 	if c.op == "import" {
-		m, err := seed.Import(c.seedDir, c.dir)
+		m, err := seed.Import(c.seedDir, c.dir, c.volume)
 		if err != nil {
 			return err
 		}

@@ -66,7 +66,9 @@ func (c *verifyCommand) Run(ctx context.Context) error {
 		}
 	}
 	if len(r.Differences) > 0 {
-		fmt.Fprintf(os.Stderr, "drfs verify: %d differences\n", len(r.Differences))
+		if !c.json {
+			fmt.Fprintf(os.Stderr, "drfs verify: %d differences\n", len(r.Differences))
+		}
 		os.Exit(1)
 	}
 	return nil
