@@ -177,6 +177,8 @@ type MountOptions struct {
 	Volume  string           // volume name ("" = "e2e")
 	Args    []string         // extra `drfs mount` flags, e.g. --replica URL --insecure
 	Prepare func(src string) // called with the source directory before the first mount
+	State   string           // state directory ("" = fresh directory next to mnt), e.g. the
+	// primary state that `drfs promote` prepared
 }
 
 // testMountWith is testMount with options.
@@ -190,10 +192,13 @@ func testMountWith(t testing.TB, o MountOptions) *Mount {
 	if o.Volume == "" {
 		o.Volume = "e2e"
 	}
+	if o.State == "" {
+		o.State = filepath.Join(d, "state")
+	}
 	m := &Mount{
 		t:      t,
 		Src:    o.Src,
-		State:  filepath.Join(d, "state"),
+		State:  o.State,
 		Mnt:    filepath.Join(d, "mnt"),
 		Logs:   filepath.Join(d, "logs"),
 		Volume: o.Volume,
@@ -213,17 +218,27 @@ func testMountWith(t testing.TB, o MountOptions) *Mount {
 }
 
 func (m *Mount) start() {
+	m.t.Helper()
+	if err := m.startErr(); err != nil {
+		m.t.Fatal(err)
+	}
+}
+
+// startErr starts the daemon and waits for the mount; it returns an error
+// (with the daemon's output) when the daemon exits before mounting or does
+// not mount within 10 s (then it is killed).
+func (m *Mount) startErr() error {
 	t := m.t
 	t.Helper()
 	if isMounted(m.Mnt) {
-		t.Fatalf("start: %s is already mounted", m.Mnt)
+		return fmt.Errorf("start: %s is already mounted", m.Mnt)
 	}
 	bin, args := daemonCommand(t, m)
 	m.starts++
 	m.logPath = filepath.Join(m.Logs, fmt.Sprintf("daemon.%d.log", m.starts))
 	logf, err := os.Create(m.logPath)
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout = logf
@@ -231,7 +246,7 @@ func (m *Mount) start() {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		logf.Close()
-		t.Fatalf("start %s %v: %v", bin, args, err)
+		return fmt.Errorf("start %s %v: %v", bin, args, err)
 	}
 	done := make(chan struct{})
 	m.mu.Lock()
@@ -250,18 +265,22 @@ func (m *Mount) start() {
 	for !isFuseMounted(m.Mnt) {
 		select {
 		case <-done:
-			t.Fatalf("daemon exited before mounting (%v): %s %s\n--- daemon output ---\n%s",
+			return fmt.Errorf("daemon exited before mounting (%v): %s %s\n--- daemon output ---\n%s",
 				m.exitErr(), bin, strings.Join(args, " "), m.DaemonLog())
 		case <-time.After(20 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%s not mounted 10s after starting %s %s\n--- daemon output ---\n%s",
+			syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			<-done
+			forceUnmount(m.Mnt)
+			return fmt.Errorf("%s not mounted 10s after starting %s %s (killed it)\n--- daemon output ---\n%s",
 				m.Mnt, bin, strings.Join(args, " "), m.DaemonLog())
 		}
 	}
 	if info := mountPoints()[m.Mnt]; !strings.Contains(info, "allow_other") {
-		t.Fatalf("%s is mounted without allow_other (mountinfo: %q); drfs must mount with allow_other", m.Mnt, info)
+		return fmt.Errorf("%s is mounted without allow_other (mountinfo: %q); drfs must mount with allow_other", m.Mnt, info)
 	}
+	return nil
 }
 
 func (m *Mount) exitErr() error {
@@ -363,6 +382,16 @@ func (m *Mount) Kill() {
 	if isMounted(m.Mnt) {
 		m.t.Fatalf("Kill: %s still mounted after lazy unmount", m.Mnt)
 	}
+}
+
+// TryRemount starts the daemon again and returns an error instead of
+// failing the test when it does not mount (e.g. a demoted state).
+func (m *Mount) TryRemount() error {
+	m.t.Helper()
+	if m.Running() {
+		return errors.New("TryRemount: daemon still running")
+	}
+	return m.startErr()
 }
 
 // Remount starts the daemon again on the same directories.
@@ -491,6 +520,8 @@ func mustRun(t testing.TB, timeout time.Duration, name string, args ...string) s
 // Status is the output of `drfs status --json`.
 type Status struct {
 	Volume        string         `json:"volume"`
+	Role          string         `json:"role"`
+	Generation    uint64         `json:"generation"`
 	JournalSeq    *uint64        `json:"journal_seq"`
 	CheckpointSeq *uint64        `json:"checkpoint_seq"`
 	JournalBytes  *uint64        `json:"journal_bytes"`

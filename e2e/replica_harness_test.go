@@ -517,6 +517,25 @@ func requireTreesEqual(t testing.TB, src, dst string) {
 	t.Errorf("replica %s differs from the primary source %s:\n  %s", dst, src, strings.Join(d, "\n  "))
 }
 
+// requireSameTree is requireTreesEqual against a copy of a tree (cp -a):
+// cp may turn zero runs into holes, so allocation is not compared.
+func requireSameTree(t testing.TB, want, got string) {
+	t.Helper()
+	var d []string
+	for _, x := range treeDiff(want, got) {
+		if !strings.Contains(x, ": sparse on the primary (") {
+			d = append(d, x)
+		}
+	}
+	if len(d) == 0 {
+		return
+	}
+	if len(d) > 40 {
+		d = append(d[:40], fmt.Sprintf("... and %d more", len(d)-40))
+	}
+	t.Errorf("%s differs from the copy %s:\n  %s", got, want, strings.Join(d, "\n  "))
+}
+
 // firstDifference returns the offset of the first differing byte of two
 // files of equal size, or -1.
 func firstDifference(a, b string) (int64, error) {
