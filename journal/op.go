@@ -456,3 +456,75 @@ func DecodeOp(typ RecordType, payload []byte) (Op, error) {
 	}
 	return op, nil
 }
+
+// OpPath returns the path an op acts on (for a rename, link: the old path; "." for OpHot).
+func OpPath(op Op) string {
+	switch o := op.(type) {
+	case OpWrite:
+		return o.Path
+	case OpTruncate:
+		return o.Path
+	case OpFallocate:
+		return o.Path
+	case OpCreate:
+		return o.Path
+	case OpMkdir:
+		return o.Path
+	case OpMknod:
+		return o.Path
+	case OpSymlink:
+		return o.Path
+	case OpLink:
+		return o.OldPath
+	case OpUnlink:
+		return o.Path
+	case OpRmdir:
+		return o.Path
+	case OpRename:
+		return o.OldPath
+	case OpSetattr:
+		return o.Path
+	case OpSetxattr:
+		return o.Path
+	case OpRemovexattr:
+		return o.Path
+	}
+	return "."
+}
+
+// OpIno returns the source-filesystem inode an op is about (0 when unknown).
+func OpIno(op Op) uint64 {
+	switch o := op.(type) {
+	case OpWrite:
+		return o.Ino
+	case OpTruncate:
+		return o.Ino
+	case OpFallocate:
+		return o.Ino
+	case OpCreate:
+		return o.Ino
+	case OpMkdir:
+		return o.Ino
+	case OpMknod:
+		return o.Ino
+	case OpSymlink:
+		return o.Ino
+	case OpLink:
+		return o.Ino
+	case OpUnlink:
+		return o.Ino
+	case OpRmdir:
+		return o.Ino
+	case OpRename:
+		return o.Ino
+	case OpSetattr:
+		return o.Ino
+	case OpSetxattr:
+		return o.Ino
+	case OpRemovexattr:
+		return o.Ino
+	case OpHot:
+		return o.Ino
+	}
+	return 0
+}

@@ -130,42 +130,9 @@ func describe(op journal.Op) string {
 	case journal.OpLink:
 		return fmt.Sprintf("link %s -> %s", o.OldPath, o.NewPath)
 	}
-	return fmt.Sprintf("%s %s", op.Type(), opPath(op))
+	return fmt.Sprintf("%s %s", op.Type(), journal.OpPath(op))
 }
 
-func opPath(op journal.Op) string {
-	switch o := op.(type) {
-	case journal.OpWrite:
-		return o.Path
-	case journal.OpTruncate:
-		return o.Path
-	case journal.OpFallocate:
-		return o.Path
-	case journal.OpCreate:
-		return o.Path
-	case journal.OpMkdir:
-		return o.Path
-	case journal.OpMknod:
-		return o.Path
-	case journal.OpSymlink:
-		return o.Path
-	case journal.OpLink:
-		return o.NewPath
-	case journal.OpUnlink:
-		return o.Path
-	case journal.OpRmdir:
-		return o.Path
-	case journal.OpRename:
-		return o.OldPath
-	case journal.OpSetattr:
-		return o.Path
-	case journal.OpSetxattr:
-		return o.Path
-	case journal.OpRemovexattr:
-		return o.Path
-	}
-	return ""
-}
 
 // undoFor records how to restore what op is about to change.
 func (a *applier) undoFor(op journal.Op) error {
@@ -200,7 +167,10 @@ func (a *applier) undoFor(op journal.Op) error {
 		}
 		return a.u.add(undoEntry{kind: undoSize, path: o.Path, size: st.Size})
 	case journal.OpCreate, journal.OpMkdir, journal.OpMknod, journal.OpSymlink, journal.OpLink:
-		p := opPath(op)
+		p := journal.OpPath(op)
+		if l, ok := op.(journal.OpLink); ok {
+			p = l.NewPath // the object this op creates
+		}
 		if a.t.exists(p) {
 			return nil // an idempotent re-create of an object the log did not make
 		}

@@ -323,34 +323,33 @@ func (s *Shipper) planReverse(st replica.State) error {
 	}
 	exts := append(mine, st.Diverged...)
 	s.cfg.Logf("replica is the reversed old primary (generation %d, applied seq %d, %d diverged extents): resyncing %d extents", st.Generation, st.Applied, len(st.Diverged), len(exts))
+	return s.pendSync(exts, seq)
+}
+
+// pendSync records that exts must be resynced and the replica then declared exactly at seq;
+// the journal is shipped from seq+1 afterwards.
+func (s *Shipper) pendSync(exts []volume.Extent, seq uint64) error {
 	if err := s.vol.Meta().AddResync(exts); err != nil {
 		return err
 	}
 	if err := s.vol.Meta().SetUint(keySyncSeq, seq+1); err != nil {
 		return err
 	}
+	if err := s.vol.Meta().SetUint(keyNext, seq); err != nil {
+		return err
+	}
 	s.next.Store(seq)
 	s.mu.Lock()
 	s.appendedAt = s.vol.AppendedBytes()
 	s.mu.Unlock()
-	return s.vol.Meta().SetUint(keyNext, seq)
+	return nil
 }
 
 // planFullSync records that the whole tree must be resynced and the replica declared
 // consistent at the current barrier seq.
 func (s *Shipper) planFullSync(reason string) error {
 	seq := uint64(s.vol.Barrier())
-	if err := s.vol.Meta().AddResync([]volume.Extent{{Path: ".", Len: -1, Reason: reason}}); err != nil {
-		return err
-	}
-	if err := s.vol.Meta().SetUint(keySyncSeq, seq+1); err != nil {
-		return err
-	}
-	s.next.Store(seq)
-	s.mu.Lock()
-	s.appendedAt = s.vol.AppendedBytes()
-	s.mu.Unlock()
-	return s.vol.Meta().SetUint(keyNext, seq)
+	return s.pendSync([]volume.Extent{{Path: ".", Len: -1, Reason: reason}}, seq)
 }
 
 func (s *Shipper) isDemoted() bool {
@@ -647,20 +646,12 @@ func (s *Shipper) degrade() error {
 	if err != nil {
 		return err
 	}
-	if err := s.vol.Meta().AddResync(list); err != nil {
-		return err
-	}
 	// The replica stays at its applied seq; once the extents are resynced it is declared
 	// consistent at seq.
-	if err := s.vol.Meta().SetUint(keySyncSeq, seq+1); err != nil {
+	if err := s.pendSync(list, seq); err != nil {
 		return err
 	}
-	if err := s.vol.Meta().SetUint(keyNext, seq); err != nil {
-		return err
-	}
-	s.next.Store(seq)
 	s.mu.Lock()
-	s.appendedAt = s.vol.AppendedBytes()
 	s.degraded = true
 	s.mu.Unlock()
 	s.m.degraded.Inc()

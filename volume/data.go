@@ -169,7 +169,14 @@ func (v *Volume) Record(op journal.Op) error {
 	}
 	b := journal.EncodeOp(op)
 	if _, err := v.j.Append(op.Type(), b); err != nil {
-		v.resyncLater(opPath(op), 0, -1, "journal append failed: "+err.Error())
+		p := journal.OpPath(op)
+		switch o := op.(type) {
+		case journal.OpLink:
+			p = o.NewPath
+		case journal.OpRename:
+			p = o.NewPath
+		}
+		v.resyncLater(p, 0, -1, "journal append failed: "+err.Error())
 		return fmt.Errorf("journal %T: %w", op, err)
 	}
 	v.appended.Add(int64(len(b)))
@@ -200,40 +207,6 @@ func pwriteFull(fd int, data []byte, off int64) (int, error) {
 	return done, nil
 }
 
-// opPath returns the primary path an op names.
-func opPath(op journal.Op) string {
-	switch o := op.(type) {
-	case journal.OpWrite:
-		return o.Path
-	case journal.OpTruncate:
-		return o.Path
-	case journal.OpFallocate:
-		return o.Path
-	case journal.OpCreate:
-		return o.Path
-	case journal.OpMkdir:
-		return o.Path
-	case journal.OpMknod:
-		return o.Path
-	case journal.OpSymlink:
-		return o.Path
-	case journal.OpLink:
-		return o.NewPath
-	case journal.OpUnlink:
-		return o.Path
-	case journal.OpRmdir:
-		return o.Path
-	case journal.OpRename:
-		return o.NewPath
-	case journal.OpSetattr:
-		return o.Path
-	case journal.OpSetxattr:
-		return o.Path
-	case journal.OpRemovexattr:
-		return o.Path
-	}
-	return "."
-}
 
 // MarkHot records [off, off+n) of ino hot, for data that reaches a source file outside Write
 // (a linked O_TMPFILE). The caller holds LockNamespace.

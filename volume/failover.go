@@ -215,7 +215,7 @@ func ExtentsOf(j *journal.Journal, from, to journal.Seq, reason string) ([]Exten
 		case journal.OpLink:
 			add(o.NewPath, 0, -1)
 		default:
-			add(opPath(op), 0, -1)
+			add(journal.OpPath(op), 0, -1)
 		}
 		return nil
 	})

@@ -141,7 +141,7 @@ func (rp *replayer) scan(r journal.Record) error {
 	if err != nil {
 		return fmt.Errorf("seq %d: %w", r.Seq, err)
 	}
-	ino := opIno(op)
+	ino := journal.OpIno(op)
 	rp.touched[ino] = true
 	switch o := op.(type) {
 	case journal.OpCreate, journal.OpMkdir, journal.OpMknod, journal.OpSymlink:
@@ -197,7 +197,7 @@ func (rp *replayer) apply(r journal.Record) error {
 	if err != nil {
 		return fmt.Errorf("seq %d: %w", r.Seq, err)
 	}
-	ino := opIno(op)
+	ino := journal.OpIno(op)
 	if b, ok := rp.born[ino]; ok && r.Seq < b && isData(op) {
 		return nil // an earlier file that had this inode number
 	}
@@ -416,39 +416,3 @@ func isData(op journal.Op) bool {
 	return false
 }
 
-// opIno returns the backing inode an op is about.
-func opIno(op journal.Op) uint64 {
-	switch o := op.(type) {
-	case journal.OpWrite:
-		return o.Ino
-	case journal.OpTruncate:
-		return o.Ino
-	case journal.OpFallocate:
-		return o.Ino
-	case journal.OpCreate:
-		return o.Ino
-	case journal.OpMkdir:
-		return o.Ino
-	case journal.OpMknod:
-		return o.Ino
-	case journal.OpSymlink:
-		return o.Ino
-	case journal.OpLink:
-		return o.Ino
-	case journal.OpUnlink:
-		return o.Ino
-	case journal.OpRmdir:
-		return o.Ino
-	case journal.OpRename:
-		return o.Ino
-	case journal.OpSetattr:
-		return o.Ino
-	case journal.OpSetxattr:
-		return o.Ino
-	case journal.OpRemovexattr:
-		return o.Ino
-	case journal.OpHot:
-		return o.Ino
-	}
-	return 0
-}

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
 	"log"
 	"net"
@@ -170,3 +172,24 @@ func serveClient(dir string) *http.Client {
 }
 
 func bytesReader(b []byte) io.Reader { return bytes.NewReader(b) }
+
+// callControl POSTs to the control socket of the drfs using state and decodes its JSON reply
+// into out; a reply carrying "error" becomes the returned error.
+func callControl(state, path string, out any) error {
+	resp, err := controlClient(state).Post("http://drfs"+path, "", nil)
+	if err != nil {
+		return fmt.Errorf("is drfs mounted with --state %s? %w", state, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	var e struct {
+		Error string `json:"error"`
+	}
+	if json.Unmarshal(b, &e) == nil && e.Error != "" {
+		return errors.New(e.Error)
+	}
+	return json.Unmarshal(b, out)
+}

@@ -123,24 +123,15 @@ func (c *failoverCommand) ParseFlags(args []string) error {
 }
 
 func (c *failoverCommand) Run(ctx context.Context) error {
-	resp, err := controlClient(c.state).Post("http://drfs/failover?timeout="+c.timeout.String(), "", nil)
-	if err != nil {
-		return fmt.Errorf("is drfs mounted with --state %s? %w", c.state, err)
-	}
-	defer resp.Body.Close()
 	var r struct {
-		Error      string        `json:"error"`
 		Generation uint64        `json:"generation"`
 		Seq        uint64        `json:"seq"`
 		Pause      time.Duration `json:"pause_ns"`
 		Source     string        `json:"new_primary_source"`
 		State      string        `json:"new_primary_state"`
 	}
-	if err := json.NewDecoder(resp.Body).Decode(&r); err != nil {
+	if err := callControl(c.state, "/failover?timeout="+c.timeout.String(), &r); err != nil {
 		return err
-	}
-	if r.Error != "" {
-		return errors.New(r.Error)
 	}
 	fmt.Printf(`planned failover done: guests were paused for %s
 the replica is now the primary of generation %d from seq %d; on the replica site run:

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -59,21 +58,12 @@ func (c *seedCommand) Run(ctx context.Context) error {
 			m.Name, m.Seq, len(m.Files), filepath.Join(c.dir, m.Name), c.dir)
 		return nil
 	}
-	resp, err := controlClient(c.state).Post("http://drfs/seed-export?"+url.Values{"dir": {c.seedDir}}.Encode(), "", nil)
-	if err != nil {
-		return fmt.Errorf("is drfs mounted with --state %s? %w", c.state, err)
-	}
-	defer resp.Body.Close()
 	var r struct {
 		Seq   uint64 `json:"seq"`
 		Files int    `json:"files"`
-		Error string `json:"error"`
 	}
-	if err := json.NewDecoder(resp.Body).Decode(&r); err != nil {
+	if err := callControl(c.state, "/seed-export?"+url.Values{"dir": {c.seedDir}}.Encode(), &r); err != nil {
 		return err
-	}
-	if r.Error != "" {
-		return errors.New(r.Error)
 	}
 	fmt.Printf("exported a consistent copy at seq %d (%d files) to %s\ncarry it to the replica site and run: drfs seed import --dir REPLICA-DIR %s\n", r.Seq, r.Files, c.seedDir, c.seedDir)
 	return nil

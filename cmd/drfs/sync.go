@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -35,20 +34,11 @@ func (c *syncCommand) ParseFlags(args []string) error {
 // Run ships everything journaled so far and waits for the replica's acknowledgement.
 func (c *syncCommand) Run(ctx context.Context) error {
 	t0 := time.Now()
-	resp, err := controlClient(c.state).Post("http://drfs/sync?"+url.Values{"timeout": {c.timeout.String()}}.Encode(), "", nil)
-	if err != nil {
-		return fmt.Errorf("is drfs mounted with --state %s? %w", c.state, err)
-	}
-	defer resp.Body.Close()
 	var r struct {
 		Acked uint64 `json:"acked_seq"`
-		Error string `json:"error"`
 	}
-	if err := json.NewDecoder(resp.Body).Decode(&r); err != nil {
+	if err := callControl(c.state, "/sync?"+url.Values{"timeout": {c.timeout.String()}}.Encode(), &r); err != nil {
 		return err
-	}
-	if r.Error != "" {
-		return errors.New(r.Error)
 	}
 	fmt.Printf("replica acknowledged seq %d (%s)\n", r.Acked, time.Since(t0).Round(time.Millisecond))
 	return nil

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -35,23 +34,12 @@ func (c *verifyCommand) ParseFlags(args []string) error {
 }
 
 func (c *verifyCommand) Run(ctx context.Context) error {
-	resp, err := controlClient(c.state).Post("http://drfs/verify", "", nil)
-	if err != nil {
-		return fmt.Errorf("is drfs mounted with --state %s? %w", c.state, err)
-	}
-	defer resp.Body.Close()
-	var r struct {
-		shipper.VerifyResult
-		Error string `json:"error"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&r); err != nil {
+	var r shipper.VerifyResult
+	if err := callControl(c.state, "/verify", &r); err != nil {
 		return err
 	}
-	if r.Error != "" {
-		return errors.New(r.Error)
-	}
 	if c.json {
-		printJSON(r.VerifyResult)
+		printJSON(r)
 	} else {
 		fmt.Printf("compared %d files (%s) at seq %d; guests paused %s\n", r.Files, human(r.Bytes), r.Seq, r.Pause.Round(time.Millisecond))
 		for _, d := range r.Differences {
