@@ -3,7 +3,6 @@ package e2e
 import (
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -15,7 +14,7 @@ import (
 // with e2fsck and diffs the tree through a read-only loop mount of it.
 func TestExt4_LoopImage(t *testing.T) {
 	requireTools(t, "losetup", "mkfs.ext4", "e2fsck", "mount", "umount", "diff", "cp", "sync")
-	goroot := runtime.GOROOT()
+	goroot := goRoot(t)
 	if out, err := run(t, time.Minute, "go", "env", "GOROOT"); err == nil && strings.TrimSpace(out) != "" {
 		goroot = strings.TrimSpace(out)
 	}

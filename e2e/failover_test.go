@@ -9,7 +9,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -155,7 +154,7 @@ func makeExt4Image(t *testing.T, img, size string, pkgs ...string) {
 	mustRun(t, 2*time.Minute, "mkfs.ext4", "-q", "-F", dev)
 	mustRun(t, time.Minute, "mount", "-t", "ext4", dev, fsMnt)
 	mounted = true
-	goroot := runtime.GOROOT()
+	goroot := goRoot(t)
 	if out, err := run(t, time.Minute, "go", "env", "GOROOT"); err == nil && strings.TrimSpace(out) != "" {
 		goroot = strings.TrimSpace(out)
 	}

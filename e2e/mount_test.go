@@ -624,3 +624,13 @@ func (m *Mount) JournalDump() []Record {
 	}
 	return recs
 }
+
+// goRoot returns the GOROOT of the go command on PATH (its source tree is a handy real tree).
+func goRoot(t *testing.T) string {
+	t.Helper()
+	out, err := exec.Command("go", "env", "GOROOT").Output()
+	if err != nil {
+		t.Fatalf("go env GOROOT: %v", err)
+	}
+	return strings.TrimSpace(string(out))
+}

@@ -12,7 +12,6 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -146,7 +145,7 @@ func TestReplication_TreeEqual(t *testing.T) {
 	mustRun(t, 2*time.Minute, "mkfs.ext4", "-q", "-F", dev)
 	mustRun(t, time.Minute, "mount", "-t", "ext4", dev, fsMnt)
 	fsMounted = true
-	goroot := runtime.GOROOT()
+	goroot := goRoot(t)
 	if out, err := run(t, time.Minute, "go", "env", "GOROOT"); err == nil && strings.TrimSpace(out) != "" {
 		goroot = strings.TrimSpace(out)
 	}

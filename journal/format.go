@@ -90,15 +90,6 @@ func putFrameHeader(b []byte, n int, seq Seq, typ RecordType) {
 	b[16] = byte(typ)
 }
 
-// frameCRC computes the CRC of a frame whose header is in b[4:17].
-func frameCRC(b []byte, parts [][]byte) uint32 {
-	c := crc32.Update(0, castagnoli, b[4:frameHeader])
-	for _, p := range parts {
-		c = crc32.Update(c, castagnoli, p)
-	}
-	return c
-}
-
 // isZero reports whether b holds only zero bytes.
 func isZero(b []byte) bool {
 	for len(b) >= 8 {

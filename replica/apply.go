@@ -133,7 +133,6 @@ func describe(op journal.Op) string {
 	return fmt.Sprintf("%s %s", op.Type(), journal.OpPath(op))
 }
 
-
 // undoFor records how to restore what op is about to change.
 func (a *applier) undoFor(op journal.Op) error {
 	switch o := op.(type) {

@@ -141,13 +141,4 @@ func (t *tree) moveIn(src, p string) error {
 	})
 }
 
-// pathFd returns an O_PATH fd for p (no final symlink following) for *at calls with
-// AT_EMPTY_PATH; used for attributes of symlinks and special files.
-func (t *tree) pathFd(p string) (int, error) {
-	if p == "." {
-		return unix.Dup(t.fd)
-	}
-	return t.open(p, unix.O_PATH, 0)
-}
-
 func fdFile(fd int) *os.File { return os.NewFile(uintptr(fd), "dir") }

@@ -30,8 +30,6 @@ func MustOpenVolume(tb testing.TB, dir string) *Volume {
 	return v
 }
 
-var seqNext = map[*Volume]uint64{}
-
 // jlog builds the next journal change log of ops for v.
 func jlog(v *Volume, ops ...journal.Op) *changelog.Log {
 	from := v.State().Applied + 1

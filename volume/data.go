@@ -207,7 +207,6 @@ func pwriteFull(fd int, data []byte, off int64) (int, error) {
 	return done, nil
 }
 
-
 // MarkHot records [off, off+n) of ino hot, for data that reaches a source file outside Write
 // (a linked O_TMPFILE). The caller holds LockNamespace.
 func (v *Volume) MarkHot(ino uint64, off, n int64) error { return v.markHot(ino, off, n) }

@@ -415,4 +415,3 @@ func isData(op journal.Op) bool {
 	}
 	return false
 }
-

@@ -27,7 +27,7 @@ func (c *applyCommand) ParseFlags(args []string) error {
 		return err
 	}
 	if c.dir == "" || len(pos) == 0 {
-		return errors.New("usage: drfs apply --dir REPLICA-DIR LOGFILE|LOGDIR...")
+		return errors.New("usage: drfs apply --dir REPLICA-DIR LOGFILE|LOGDIR [LOGFILE|LOGDIR]")
 	}
 	for _, p := range pos {
 		if m, _ := filepath.Glob(filepath.Join(p, "*.dcl")); len(m) > 0 {
