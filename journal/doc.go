@@ -26,6 +26,9 @@ makes it the active segment; the flush loop fsyncs the directory before any
 record in it is reported durable. A record larger than a segment gets a
 segment sized to fit. The unused tail of a segment stays zero.
 
+Options.FirstSeq starts a journal created in an empty directory at a given
+seq: a promoted replica continues its volume's numbering that way.
+
 # Segment header
 
 	+----------------+-------------+-------------+----------------+-----------+-----------+

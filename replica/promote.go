@@ -58,6 +58,11 @@ type PromoteResult struct {
 // contactWindow is how recently a primary must have been heard from to count as alive.
 const contactWindow = 60 * time.Second
 
+// ErrHandOver means the primary is alive: instead of promoting over its head, the replica
+// asked it to hand over (a planned failover it runs itself); the promotion happens when it
+// does.
+var ErrHandOver = errors.New("replica: asked the primary to hand over")
+
 // Promote turns this replica into the primary of a new generation: it rolls back to the chosen
 // recovery point, records the generation (so the old primary is fenced from now on), and
 // prepares a primary state for DataDir. Without Force or Planned it refuses while the old
@@ -77,8 +82,13 @@ func (v *Volume) Promote(o PromoteOptions) (PromoteResult, error) {
 	case o.Planned && st.Applied != o.ExpectSeq:
 		return res, fmt.Errorf("planned failover: the primary shipped up to seq %d but this replica applied %d", o.ExpectSeq, st.Applied)
 	case !o.Force && !o.Planned && time.Since(st.LastContact) < contactWindow:
-		return res, fmt.Errorf("the primary was in contact %s ago and may still be running: run `drfs failover --planned` on it for a zero-loss switch, or promote with --force if it is really lost (it will be fenced when it comes back)",
-			time.Since(st.LastContact).Round(time.Second))
+		now := time.Now().UTC()
+		st.HandOver = &now
+		if err := v.save(); err != nil {
+			return res, err
+		}
+		return res, fmt.Errorf("%w: it was in contact %s ago; it will ship its last log and promote this replica with zero loss at its next contact (or promote with --force if it is really lost)",
+			ErrHandOver, time.Since(st.LastContact).Round(time.Second))
 	}
 	target := st.Applied
 	if o.Time != nil {
@@ -127,6 +137,7 @@ func (v *Volume) Promote(o PromoteOptions) (PromoteResult, error) {
 	}
 	before := st.Generation
 	st.Generation, st.History, st.Role, st.PrimaryDir = gen, hist, "promoted", stateDir
+	st.HandOver = nil
 	v.dropPoints(len(st.Points))
 	if err := v.save(); err != nil {
 		return res, err

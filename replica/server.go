@@ -111,6 +111,9 @@ func (s *Server) handler(local bool) http.Handler {
 		writeJSON(w, http.StatusOK, out)
 	})
 	mux.HandleFunc("GET /v1/volumes/{v}", s.withVolume(func(w http.ResponseWriter, r *http.Request, v *Volume) {
+		if !local {
+			v.Touch() // a primary's heartbeat
+		}
 		writeJSON(w, http.StatusOK, v.State())
 	}))
 	mux.HandleFunc("PUT /v1/volumes/{v}/log", s.withVolume(s.putLog))
@@ -195,6 +198,10 @@ func (s *Server) handler(local bool) http.Handler {
 			return
 		}
 		res, err := v.Promote(o)
+		if errors.Is(err, ErrHandOver) {
+			writeErr(w, http.StatusAccepted, "hand-over", err.Error(), v.State().Applied)
+			return
+		}
 		if err != nil {
 			writeErr(w, http.StatusConflict, "promote", err.Error(), v.State().Applied)
 			return

@@ -77,6 +77,9 @@ type State struct {
 	PrimaryDir  string             `json:"primary_state,omitempty"`
 	Diverged    []volume.Extent    `json:"diverged,omitempty"` // set by reverse: extents the new primary must resync
 	LastContact time.Time          `json:"last_contact"`       // last request from a primary
+	// HandOver is set by a promote without --force while the primary is in contact: the
+	// primary sees it, ships its last log and hands over with a planned failover.
+	HandOver *time.Time `json:"hand_over_requested,omitempty"`
 }
 
 // Options tune a replica volume.
@@ -166,6 +169,13 @@ func (v *Volume) Name() string { return v.name }
 
 // DataDir returns the directory holding the volume's files.
 func (v *Volume) DataDir() string { return v.data.root }
+
+// Touch records a primary's contact (its periodic state request) without a write.
+func (v *Volume) Touch() {
+	v.mu.Lock()
+	v.st.LastContact = time.Now().UTC()
+	v.mu.Unlock()
+}
 
 // State returns a copy of the durable state.
 func (v *Volume) State() State {

@@ -415,12 +415,43 @@ func (s *Shipper) resyncAndComplete(ctx context.Context, gen uint64) error {
 	return nil
 }
 
+// heartbeatEvery is how often an idle primary asks the replica for its state: it keeps the
+// replica's notion of "the primary is alive" fresh and lets it ask for a hand-over.
+const heartbeatEvery = time.Second
+
+// heartbeat fetches the replica's state; a hand-over request starts a planned failover.
+func (s *Shipper) heartbeat(ctx context.Context) error {
+	st, err := s.t.State(ctx)
+	if err != nil {
+		return fmt.Errorf("contact replica: %w", err)
+	}
+	if st.HandOver != nil && !s.isDemoted() {
+		s.cfg.Logf("the replica asked this primary to hand over (promote at %s): running a planned failover", st.HandOver.Format(time.RFC3339))
+		go func() {
+			fctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			if _, err := s.PlannedFailover(fctx); err != nil {
+				s.cfg.Logf("hand-over failed: %v", err)
+				s.setErr(fmt.Errorf("hand-over requested by the replica failed: %w", err))
+			}
+		}()
+	}
+	return nil
+}
+
 // waitCycle blocks until the schedule says a cycle should start.
 func (s *Shipper) waitCycle(ctx context.Context, last time.Time) error {
 	sch := s.cfg.Schedule
 	tick := time.NewTicker(2 * time.Millisecond)
 	defer tick.Stop()
+	lastBeat := time.Now()
 	for {
+		if time.Since(lastBeat) >= heartbeatEvery {
+			lastBeat = time.Now()
+			if err := s.heartbeat(ctx); err != nil {
+				s.setErr(err)
+			}
+		}
 		pending := uint64(s.j.LastSeq()) > s.next.Load() || s.vol.ResyncPending()
 		switch {
 		case sch.Continuous:

@@ -3,6 +3,7 @@ package shipper
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"sync"
@@ -228,5 +229,102 @@ func TestShipper_DegradeAndResync(t *testing.T) {
 	st, _ := e.target.State(context.Background())
 	if !st.Consistent || st.Applied != uint64(e.vol.Journal().LastSeq()) {
 		t.Fatalf("replica state %+v after resync, journal at %d", st, e.vol.Journal().LastSeq())
+	}
+}
+
+// flakyTarget fails every Send after the first ok ones, until it is healed.
+type flakyTarget struct {
+	Target
+	mu    sync.Mutex
+	ok    int
+	sent  int64
+	heal  bool
+	count int
+}
+
+func (f *flakyTarget) Send(ctx context.Context, b []byte) (uint64, error) {
+	f.mu.Lock()
+	f.count++
+	if !f.heal && f.count > f.ok {
+		f.mu.Unlock()
+		return 0, context.DeadlineExceeded
+	}
+	f.sent += int64(len(b))
+	f.mu.Unlock()
+	return f.Target.Send(ctx, b)
+}
+
+// An initial sync cut short resumes where it stopped: what already arrived is found equal by
+// block hash and not sent again.
+func TestShipper_InitialSyncResumes(t *testing.T) {
+	d := t.TempDir()
+	src := filepath.Join(d, "src")
+	os.Mkdir(src, 0o755)
+	for i := range 4 {
+		b := make([]byte, 20<<20)
+		for j := range b {
+			b[j] = byte(j*7 + i*13 + j>>12)
+		}
+		if err := os.WriteFile(filepath.Join(src, fmt.Sprintf("disk%d.raw", i)), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	vol, err := volume.Open(volume.Config{Source: src, State: filepath.Join(d, "state"), CheckpointInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer vol.Close()
+	tgt, err := OpenTarget("file://"+filepath.Join(d, "rep"), vol.Name(), nil, false, t.Logf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tgt.Close()
+	ft := &flakyTarget{Target: tgt, ok: 1}
+	sh, err := New(Config{Volume: vol, Target: ft, Schedule: Schedule{Continuous: true}, Logf: t.Logf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); sh.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		ft.mu.Lock()
+		n, first := ft.count, ft.sent
+		ft.mu.Unlock()
+		if n >= 3 {
+			if first == 0 {
+				t.Fatal("nothing arrived before the link failed")
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the initial sync never reached the failing link (status %+v)", sh.Status())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	ft.mu.Lock()
+	firstPass := ft.sent
+	ft.heal = true
+	ft.mu.Unlock()
+	sctx, scancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer scancel()
+	if _, err := sh.SyncNow(sctx); err != nil {
+		t.Fatalf("SyncNow: %v (status %+v)", err, sh.Status())
+	}
+	ft.mu.Lock()
+	second := ft.sent - firstPass
+	ft.mu.Unlock()
+	for i := range 4 {
+		a, _ := os.ReadFile(filepath.Join(src, fmt.Sprintf("disk%d.raw", i)))
+		b, _ := os.ReadFile(filepath.Join(d, "rep", vol.Name(), "data", fmt.Sprintf("disk%d.raw", i)))
+		if !bytes.Equal(a, b) {
+			t.Fatalf("disk%d.raw differs after the resumed sync", i)
+		}
+	}
+	t.Logf("first pass sent %d bytes before the link failed, the resumed pass %d", firstPass, second)
+	if second > 80<<20-firstPass+(1<<20) {
+		t.Fatalf("the resumed pass sent %d bytes: it started over instead of resuming (first pass %d)", second, firstPass)
 	}
 }

@@ -108,7 +108,10 @@ type localTarget struct {
 	dir string
 }
 
-func (t *localTarget) State(context.Context) (replica.State, error) { return t.v.State(), nil }
+func (t *localTarget) State(context.Context) (replica.State, error) {
+	t.v.Touch()
+	return t.v.State(), nil
+}
 
 func (t *localTarget) Send(_ context.Context, b []byte) (uint64, error) {
 	l, err := changelog.Unmarshal(b, changelog.Limits{})

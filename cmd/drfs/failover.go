@@ -70,6 +70,11 @@ func (c *promoteCommand) Run(ctx context.Context) error {
 	resp, err := serveClient(c.dir).Post("http://drfs/v1/volumes/"+c.volume+"/promote", "application/json", bytesReader(body))
 	if err == nil {
 		defer resp.Body.Close()
+		if resp.StatusCode == http.StatusAccepted {
+			// The primary is alive: it was asked to hand over; wait for it.
+			fmt.Println("the primary is alive: asked it to ship its last log and hand over (zero loss); waiting...")
+			return c.waitHandOver(ctx)
+		}
 		if resp.StatusCode != http.StatusOK {
 			var e replica.ErrorReply
 			json.NewDecoder(resp.Body).Decode(&e)
@@ -95,6 +100,33 @@ the old primary is fenced: if it comes back it is refused, keeps serving its gue
 but stops shipping; make it a replica of this one with drfs reverse.
 `, res.Volume, res.Generation, res.Seq, res.RolledBack, res.Source, res.State)
 	return nil
+}
+
+// waitHandOver waits until the primary completed the hand-over the replica asked for.
+func (c *promoteCommand) waitHandOver(ctx context.Context) error {
+	deadline := time.Now().Add(90 * time.Second)
+	for time.Now().Before(deadline) {
+		resp, err := serveClient(c.dir).Get("http://drfs/v1/volumes/" + c.volume)
+		if err == nil {
+			var st replica.State
+			json.NewDecoder(resp.Body).Decode(&st)
+			resp.Body.Close()
+			if st.Role == "promoted" && len(st.History) > 0 {
+				h := st.History[len(st.History)-1]
+				fmt.Printf(`the primary handed over: volume %s is generation %d from seq %d (zero loss)
+bring it up as the primary on this site:
+  drfs mount --source %s --state %s MOUNTPOINT
+`, c.volume, h.Generation, h.StartSeq-1, filepath.Join(c.dir, c.volume, "data"), st.PrimaryDir)
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+	return errors.New("the primary did not hand over within 90s: if it is lost, run drfs promote --force (it will be fenced if it comes back)")
 }
 
 // failoverCommand: drfs failover --planned --state DIR
