@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"drfs/changelog"
+	"drfs/internal/units"
 	"drfs/journal"
 	"drfs/replica"
 	"drfs/volume"
@@ -40,7 +41,7 @@ func (s *Shipper) resync(ctx context.Context) error {
 	s.syncDone, s.syncTotal = 0, rs.total
 	s.mu.Unlock()
 	sort.Slice(exts, func(i, j int) bool { return exts[i].Path < exts[j].Path })
-	s.cfg.Logf("resync: %d extents, %s to compare", len(exts), humanBytes(rs.total))
+	s.cfg.Logf("resync: %d extents, %s to compare", len(exts), units.Bytes(rs.total))
 	for _, e := range exts {
 		if err := rs.path(e.Path, e.Off, e.Len); err != nil {
 			return fmt.Errorf("resync %s: %w", e.Path, err)
@@ -52,7 +53,7 @@ func (s *Shipper) resync(ctx context.Context) error {
 			return err
 		}
 	}
-	s.cfg.Logf("resync: sent %s in %d logs (compared %s)", humanBytes(rs.sent), rs.logs, humanBytes(rs.done))
+	s.cfg.Logf("resync: sent %s in %d logs (compared %s)", units.Bytes(rs.sent), rs.logs, units.Bytes(rs.done))
 	return nil
 }
 
@@ -428,17 +429,4 @@ func (rs *resyncer) xattrs(p string, theirs map[string][]byte) error {
 		}
 	}
 	return nil
-}
-
-func humanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }

@@ -24,12 +24,8 @@ func (c *certsCommand) ParseFlags(args []string) error {
 		return nil
 	})
 	fs.BoolVar(&c.force, "force", false, "overwrite existing files")
-	pos, err := parseInterspersed(fs, args)
-	if err != nil {
+	if err := parseNoArgs(fs, args); err != nil {
 		return err
-	}
-	if len(pos) != 0 {
-		return fmt.Errorf("unexpected argument %q", pos[0])
 	}
 	if c.out == "" {
 		return errors.New("--out is required")

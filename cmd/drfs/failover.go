@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"drfs/internal/audit"
+	"drfs/internal/units"
 	"drfs/replica"
 	"drfs/volume"
 )
@@ -32,12 +33,8 @@ func (c *promoteCommand) ParseFlags(args []string) error {
 	fs.StringVar(&c.at, "time", "", "roll back to the newest recovery point at or before this time (RFC 3339)")
 	fs.BoolVar(&c.force, "force", false, "promote although the old primary may still be in contact (it is fenced when it returns)")
 	fs.StringVar(&c.stateOut, "state-out", "", "state directory to prepare for the new primary (default DIR/VOLUME/primary)")
-	pos, err := parseInterspersed(fs, args)
-	if err != nil {
+	if err := parseNoArgs(fs, args); err != nil {
 		return err
-	}
-	if len(pos) != 0 {
-		return fmt.Errorf("unexpected argument %q", pos[0])
 	}
 	if c.dir == "" || c.volume == "" {
 		return errors.New("--dir and --volume are required")
@@ -141,12 +138,8 @@ func (c *failoverCommand) ParseFlags(args []string) error {
 	fs.StringVar(&c.state, "state", "", "state directory of the mounted, replicating primary (required)")
 	fs.BoolVar(&c.planned, "planned", false, "zero-loss switch: pause guest writes, ship the last log, promote the replica, demote this side")
 	fs.DurationVar(&c.timeout, "timeout", 2*time.Minute, "give up (changing nothing) if the replica does not catch up in time")
-	pos, err := parseInterspersed(fs, args)
-	if err != nil {
+	if err := parseNoArgs(fs, args); err != nil {
 		return err
-	}
-	if len(pos) != 0 {
-		return fmt.Errorf("unexpected argument %q", pos[0])
 	}
 	if c.state == "" || !c.planned {
 		return errors.New("usage: drfs failover --planned --state DIR (for an unplanned failover run drfs promote on the replica site)")
@@ -182,12 +175,8 @@ func (c *reverseCommand) ParseFlags(args []string) error {
 	fs := flag.NewFlagSet("drfs reverse", flag.ContinueOnError)
 	fs.StringVar(&c.state, "state", "", "state directory of the old primary (not mounted) (required)")
 	fs.StringVar(&c.dir, "dir", "", "replica directory to serve from this site (required); the source moves to DIR/VOLUME/data")
-	pos, err := parseInterspersed(fs, args)
-	if err != nil {
+	if err := parseNoArgs(fs, args); err != nil {
 		return err
-	}
-	if len(pos) != 0 {
-		return fmt.Errorf("unexpected argument %q", pos[0])
 	}
 	if c.state == "" || c.dir == "" {
 		return errors.New("--state and --dir are required")
@@ -214,7 +203,7 @@ func (c *reverseCommand) Run(ctx context.Context) error {
 	}
 	fmt.Printf("volume %s is now a replica at seq %d (generation %d), data in %s\n", d.Name, d.Acked, d.Generation, data)
 	if d.LogFile != "" {
-		fmt.Printf("this side had %d records after seq %d that never reached the replica (split brain if the new primary\nwrote too): saved to %s (%s); the new primary overwrites them\n", d.Last-d.Acked, d.Acked, d.LogFile, human(d.LogBytes))
+		fmt.Printf("this side had %d records after seq %d that never reached the replica (split brain if the new primary\nwrote too): saved to %s (%s); the new primary overwrites them\n", d.Last-d.Acked, d.Acked, d.LogFile, units.Bytes(d.LogBytes))
 	}
 	fmt.Printf("%d extents will be compared by block hash when the new primary connects; start the replica:\n  drfs serve --dir %s ...\n", len(d.Extents), c.dir)
 	return nil
@@ -232,12 +221,8 @@ func (c *auditCommand) ParseFlags(args []string) error {
 	fs.StringVar(&c.dir, "dir", "", "replica directory")
 	fs.StringVar(&c.volume, "volume", "", "volume name (with --dir)")
 	fs.BoolVar(&c.json, "json", false, "print JSON lines")
-	pos, err := parseInterspersed(fs, args)
-	if err != nil {
+	if err := parseNoArgs(fs, args); err != nil {
 		return err
-	}
-	if len(pos) != 0 {
-		return fmt.Errorf("unexpected argument %q", pos[0])
 	}
 	if (c.state == "") == (c.dir == "") || (c.dir != "" && c.volume == "") {
 		return errors.New("give --state DIR, or --dir DIR --volume NAME")

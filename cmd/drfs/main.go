@@ -117,3 +117,11 @@ func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
 		args = args[1:]
 	}
 }
+
+// parseNoArgs parses flags for a command that takes no positional arguments.
+func parseNoArgs(fs *flag.FlagSet, args []string) error {
+	if err := parseNoArgs(fs, args); err != nil {
+		return err
+	}
+	return nil
+}

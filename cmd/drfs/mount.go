@@ -12,7 +12,6 @@ import (
 	"net/http/pprof"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"time"
 
@@ -23,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	drfsfs "drfs/fs"
+	"drfs/internal/units"
 	"drfs/shipper"
 	"drfs/tlsutil"
 	"drfs/volume"
@@ -71,10 +71,10 @@ func (r *replicationFlags) validate() error {
 	if r.schedule, err = shipper.ParseSchedule(r.interval, r.rpo); err != nil {
 		return err
 	}
-	if r.bw, err = parseSize(r.bwlimit); err != nil {
+	if r.bw, err = units.ParseBytes(r.bwlimit); err != nil {
 		return fmt.Errorf("--bwlimit: %w", err)
 	}
-	if r.jmax, err = parseSize(r.journalMax); err != nil {
+	if r.jmax, err = units.ParseBytes(r.journalMax); err != nil {
 		return fmt.Errorf("--journal-max: %w", err)
 	}
 	if strings.HasPrefix(r.url, "https://") && r.certs == "" {
@@ -315,32 +315,6 @@ func (c *mountCommand) startShipper(ctx context.Context, vol *volume.Volume, reg
 		ship.Run(ctx)
 	}()
 	return ship, nil
-}
-
-// parseSize parses a byte count with an optional K, M, G or T suffix (powers of 1024).
-func parseSize(s string) (int64, error) {
-	if s == "" {
-		return 0, nil
-	}
-	mult := int64(1)
-	switch strings.ToUpper(s[len(s)-1:]) {
-	case "K":
-		mult = 1 << 10
-	case "M":
-		mult = 1 << 20
-	case "G":
-		mult = 1 << 30
-	case "T":
-		mult = 1 << 40
-	}
-	if mult > 1 {
-		s = s[:len(s)-1]
-	}
-	n, err := strconv.ParseInt(s, 10, 64)
-	if err != nil || n < 0 {
-		return 0, fmt.Errorf("%q is not a size (e.g. 512M, 10G)", s)
-	}
-	return n * mult, nil
 }
 
 // metricsMux serves Prometheus metrics on /metrics (and /) and Go profiles on /debug/pprof/.

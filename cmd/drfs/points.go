@@ -11,6 +11,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"drfs/internal/units"
 	"drfs/replica"
 )
 
@@ -24,12 +25,8 @@ func (c *pointsCommand) ParseFlags(args []string) error {
 	fs.StringVar(&c.dir, "dir", "", "replica directory (required)")
 	fs.StringVar(&c.volume, "volume", "", "volume name (required)")
 	fs.BoolVar(&c.json, "json", false, "print JSON")
-	pos, err := parseInterspersed(fs, args)
-	if err != nil {
+	if err := parseNoArgs(fs, args); err != nil {
 		return err
-	}
-	if len(pos) != 0 {
-		return fmt.Errorf("unexpected argument %q", pos[0])
 	}
 	if c.dir == "" || c.volume == "" {
 		return errors.New("--dir and --volume are required")
@@ -77,7 +74,7 @@ func (c *pointsCommand) Run(ctx context.Context) error {
 		if !p.Time.IsZero() {
 			t = p.Time.Local().Format(time.RFC3339)
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\n", p.Seq, t, human(p.UndoBytes))
+		fmt.Fprintf(tw, "%d\t%s\t%s\n", p.Seq, t, units.Bytes(p.UndoBytes))
 	}
 	return tw.Flush()
 }

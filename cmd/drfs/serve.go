@@ -36,12 +36,8 @@ func (c *serveCommand) ParseFlags(args []string) error {
 	fs.IntVar(&c.keepPoints, "keep-points", 24, "recovery points kept per volume")
 	fs.DurationVar(&c.keepFor, "keep-for", 0, "also keep every recovery point younger than this (e.g. 24h)")
 	fs.StringVar(&c.metrics, "metrics", "", "serve Prometheus metrics on this address")
-	pos, err := parseInterspersed(fs, args)
-	if err != nil {
+	if err := parseNoArgs(fs, args); err != nil {
 		return err
-	}
-	if len(pos) != 0 {
-		return fmt.Errorf("unexpected argument %q", pos[0])
 	}
 	switch {
 	case c.dir == "" || c.listen == "":

@@ -12,6 +12,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"drfs/internal/units"
 	"drfs/replica"
 	"drfs/volume"
 )
@@ -26,12 +27,8 @@ func (c *statusCommand) ParseFlags(args []string) error {
 	fs.StringVar(&c.state, "state", "", "state directory of a primary volume")
 	fs.StringVar(&c.dir, "dir", "", "replica directory (as given to drfs serve)")
 	fs.BoolVar(&c.json, "json", false, "print JSON instead of a table")
-	pos, err := parseInterspersed(fs, args)
-	if err != nil {
+	if err := parseNoArgs(fs, args); err != nil {
 		return err
-	}
-	if len(pos) != 0 {
-		return fmt.Errorf("unexpected argument %q", pos[0])
 	}
 	if (c.state == "") == (c.dir == "") {
 		return errors.New("give either --state DIR (primary) or --dir DIR (replica)")
@@ -62,7 +59,7 @@ func (c *statusCommand) Run(ctx context.Context) error {
 		row("mounted", "no")
 	}
 	row("source", get("source"))
-	row("journal", fmt.Sprintf("seq %.0f..%.0f, %s, durable to %.0f", num("journal_first_seq"), num("journal_seq"), human(int64(num("journal_bytes"))), num("durable_seq")))
+	row("journal", fmt.Sprintf("seq %.0f..%.0f, %s, durable to %.0f", num("journal_first_seq"), num("journal_seq"), units.Bytes(int64(num("journal_bytes"))), num("durable_seq")))
 	row("checkpoint", fmt.Sprintf("seq %.0f", num("checkpoint_seq")))
 	if clean, _ := st["clean"].(bool); clean {
 		row("last stop", "clean")
@@ -73,12 +70,12 @@ func (c *statusCommand) Run(ctx context.Context) error {
 		row("replica", fmt.Sprintf("%v (not shipping: the volume is not mounted; acked seq %.0f)", r, num("acked_seq")))
 	} else if ok {
 		row("replica", fmt.Sprintf("%v (%v)", r, get("schedule")))
-		row("replication", fmt.Sprintf("%v, acked seq %.0f, lag %.3fs, %s pending", get("replication_state"), num("acked_seq"), num("lag_seconds"), human(int64(num("pending_bytes")))))
+		row("replication", fmt.Sprintf("%v, acked seq %.0f, lag %.3fs, %s pending", get("replication_state"), num("acked_seq"), num("lag_seconds"), units.Bytes(int64(num("pending_bytes")))))
 		if t := num("rpo_target_seconds"); t > 0 {
 			row("rpo", fmt.Sprintf("target %gs, %.0f violations", t, num("rpo_violations")))
 		}
 		if tot := num("sync_total_bytes"); tot > 0 && num("sync_done_bytes") < tot {
-			row("sync", fmt.Sprintf("%s of %s compared", human(int64(num("sync_done_bytes"))), human(int64(tot))))
+			row("sync", fmt.Sprintf("%s of %s compared", units.Bytes(int64(num("sync_done_bytes"))), units.Bytes(int64(tot))))
 		}
 	} else {
 		row("replica", "none (mount with --replica to replicate)")
@@ -98,7 +95,7 @@ func (c *statusCommand) Run(ctx context.Context) error {
 		what := "whole"
 		if l, _ := e["len"].(float64); l >= 0 {
 			off, _ := e["off"].(float64)
-			what = fmt.Sprintf("%s at %s", human(int64(l)), human(int64(off)))
+			what = fmt.Sprintf("%s at %s", units.Bytes(int64(l)), units.Bytes(int64(off)))
 		}
 		fmt.Printf("  %v: %s (%v)\n", e["path"], what, e["reason"])
 	}
@@ -190,17 +187,4 @@ func (c *statusCommand) replica() error {
 			(time.Duration(r.LagSeconds * float64(time.Second))).Round(time.Second), r.Points, r.DataDir)
 	}
 	return tw.Flush()
-}
-
-func human(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }

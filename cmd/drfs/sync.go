@@ -18,12 +18,8 @@ func (c *syncCommand) ParseFlags(args []string) error {
 	fs := flag.NewFlagSet("drfs sync", flag.ContinueOnError)
 	fs.StringVar(&c.state, "state", "", "state directory of a mounted, replicating volume (required)")
 	fs.DurationVar(&c.timeout, "timeout", 10*time.Minute, "give up after this long")
-	pos, err := parseInterspersed(fs, args)
-	if err != nil {
+	if err := parseNoArgs(fs, args); err != nil {
 		return err
-	}
-	if len(pos) != 0 {
-		return fmt.Errorf("unexpected argument %q", pos[0])
 	}
 	if c.state == "" {
 		return errors.New("--state is required")

@@ -29,12 +29,8 @@ func (c *testFailoverCommand) ParseFlags(args []string) error {
 	fs.StringVar(&c.point, "point", "", "recovery point to clone (default: the latest applied seq)")
 	fs.StringVar(&c.mount, "mount", "", "mount the writable clone here (runs in the foreground like drfs mount)")
 	fs.BoolVar(&c.cleanup, "cleanup", false, "remove the clone of a finished test failover")
-	pos, err := parseInterspersed(fs, args)
-	if err != nil {
+	if err := parseNoArgs(fs, args); err != nil {
 		return err
-	}
-	if len(pos) != 0 {
-		return fmt.Errorf("unexpected argument %q", pos[0])
 	}
 	if c.dir == "" || c.volume == "" || (c.mount == "") == !c.cleanup {
 		return errors.New("usage: drfs test-failover --dir DIR --volume NAME [--point SEQ] --mount MNT, or --cleanup")

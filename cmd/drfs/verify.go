@@ -8,6 +8,7 @@ import (
 	"os"
 	"time"
 
+	"drfs/internal/units"
 	"drfs/shipper"
 )
 
@@ -20,12 +21,8 @@ func (c *verifyCommand) ParseFlags(args []string) error {
 	fs := flag.NewFlagSet("drfs verify", flag.ContinueOnError)
 	fs.StringVar(&c.state, "state", "", "state directory of the mounted, replicating primary (required)")
 	fs.BoolVar(&c.json, "json", false, "print JSON")
-	pos, err := parseInterspersed(fs, args)
-	if err != nil {
+	if err := parseNoArgs(fs, args); err != nil {
 		return err
-	}
-	if len(pos) != 0 {
-		return fmt.Errorf("unexpected argument %q", pos[0])
 	}
 	if c.state == "" {
 		return errors.New("--state is required")
@@ -41,7 +38,7 @@ func (c *verifyCommand) Run(ctx context.Context) error {
 	if c.json {
 		printJSON(r)
 	} else {
-		fmt.Printf("compared %d files (%s) at seq %d; guests paused %s\n", r.Files, human(r.Bytes), r.Seq, r.Pause.Round(time.Millisecond))
+		fmt.Printf("compared %d files (%s) at seq %d; guests paused %s\n", r.Files, units.Bytes(r.Bytes), r.Seq, r.Pause.Round(time.Millisecond))
 		for _, d := range r.Differences {
 			where := "whole object"
 			if d.Len >= 0 {
