@@ -193,3 +193,11 @@ func callControl(state, path string, out any) error {
 	}
 	return json.Unmarshal(b, out)
 }
+
+// getStatus asks the drfs using state for its status, giving up after a few seconds so a
+// wedged daemon cannot hang the caller.
+func getStatus(state string) (*http.Response, error) {
+	c := controlClient(state)
+	c.Timeout = 10 * time.Second
+	return c.Get("http://drfs/status")
+}

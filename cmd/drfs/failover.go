@@ -103,7 +103,9 @@ but stops shipping; make it a replica of this one with drfs reverse.
 func (c *promoteCommand) waitHandOver(ctx context.Context) error {
 	deadline := time.Now().Add(90 * time.Second)
 	for time.Now().Before(deadline) {
-		resp, err := serveClient(c.dir).Get("http://drfs/v1/volumes/" + c.volume)
+		sc := serveClient(c.dir)
+		sc.Timeout = 10 * time.Second
+		resp, err := sc.Get("http://drfs/v1/volumes/" + c.volume)
 		if err == nil {
 			var st replica.State
 			json.NewDecoder(resp.Body).Decode(&st)
@@ -185,7 +187,7 @@ func (c *reverseCommand) ParseFlags(args []string) error {
 }
 
 func (c *reverseCommand) Run(ctx context.Context) error {
-	if _, err := controlClient(c.state).Get("http://drfs/status"); err == nil {
+	if _, err := getStatus(c.state); err == nil {
 		return errors.New("the volume is still mounted here: stop the VMs, stop drfs mount, then reverse")
 	}
 	st, err := volume.ReadStatus(c.state)

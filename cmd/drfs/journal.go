@@ -55,7 +55,7 @@ type dumpLine struct {
 }
 
 func (c *journalCommand) Run(ctx context.Context) error {
-	if _, err := controlClient(c.state).Get("http://drfs/status"); err == nil {
+	if _, err := getStatus(c.state); err == nil {
 		return errors.New("the volume is mounted: stop drfs before dumping its journal")
 	}
 	enc := json.NewEncoder(os.Stdout)

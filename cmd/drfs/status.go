@@ -111,7 +111,7 @@ func printJSON(v any) error {
 // fetch asks a running drfs over its control socket, or reads the state directory.
 func (c *statusCommand) fetch() (map[string]any, error) {
 	var st map[string]any
-	resp, err := controlClient(c.state).Get("http://drfs/status")
+	resp, err := getStatus(c.state)
 	if err == nil {
 		defer resp.Body.Close()
 		if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {

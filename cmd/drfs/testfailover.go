@@ -45,7 +45,7 @@ func (c *testFailoverCommand) Run(ctx context.Context) error {
 		if _, err := os.Stat(dest); err != nil {
 			return fmt.Errorf("no test failover clone in %s", dest)
 		}
-		if _, err := controlClient(filepath.Join(dest, "state")).Get("http://drfs/status"); err == nil {
+		if _, err := getStatus(filepath.Join(dest, "state")); err == nil {
 			return errors.New("the test failover is still mounted: stop its drfs test-failover process first")
 		}
 		if err := os.RemoveAll(dest); err != nil {
