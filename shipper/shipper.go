@@ -147,6 +147,13 @@ func New(cfg Config) (*Shipper, error) {
 	}
 	s.appendedAt = s.vol.AppendedBytes()
 	s.vol.SetRetention(func() journal.Seq { return journal.Seq(s.next.Load() + 1) })
+	s.vol.OnJournalFull(func() {
+		if uint64(s.j.LastSeq()) > s.next.Load() {
+			if err := s.degrade(); err != nil {
+				s.cfg.Logf("degrade journal: %v", err)
+			}
+		}
+	})
 	if err := s.vol.Meta().SetString(volume.KeyReplica, cfg.Target.String()); err != nil {
 		return nil, err
 	}

@@ -1,6 +1,7 @@
 package volume
 
 import (
+	"errors"
 	"fmt"
 	"sync"
 	"syscall"
@@ -100,6 +101,34 @@ func (v *Volume) markHot(ino uint64, off, n int64) error {
 // Write journals data at off of the file and then writes it to fd. It returns when the record
 // is in the journal (surviving a daemon crash) and the data is in the backing file.
 func (v *Volume) Write(t Target, ino uint64, fd int, data []byte, off int64) (int, error) {
+	n, err := v.write(t, ino, fd, data, off)
+	if v.journalFull(err) {
+		n, err = v.write(t, ino, fd, data, off)
+	}
+	return n, err
+}
+
+// errJournal marks an error of the journal (not of the source file).
+var errJournal = errors.New("journal")
+
+// journalFull reports whether err is the journal's filesystem being full and, if so, takes a
+// checkpoint, which releases every journal segment nobody needs any more: the caller retries
+// once before the guest sees ENOSPC.
+func (v *Volume) journalFull(err error) bool {
+	if !errors.Is(err, errJournal) || !errors.Is(err, syscall.ENOSPC) {
+		return false
+	}
+	v.logf("the journal's filesystem is full: releasing what the journal no longer needs")
+	if hook := v.onFull.Load(); hook != nil {
+		(*hook)() // the shipper folds records a replica still needs into dirty extents
+	}
+	if cerr := v.Checkpoint(); cerr != nil {
+		v.logf("checkpoint: %v", cerr)
+	}
+	return true
+}
+
+func (v *Volume) write(t Target, ino uint64, fd int, data []byte, off int64) (int, error) {
 	v.opLock.RLock()
 	defer v.opLock.RUnlock()
 	if err := v.Writable(); err != nil {
@@ -108,12 +137,12 @@ func (v *Volume) Write(t Target, ino uint64, fd int, data []byte, off int64) (in
 	path, ok := t.JournalPath()
 	if ok {
 		if err := v.markHot(ino, off, int64(len(data))); err != nil {
-			return 0, err
+			return 0, fmt.Errorf("%w: %w", errJournal, err)
 		}
 		var hdr [128]byte
 		h := journal.AppendWriteHeader(hdr[:0], path, ino, off)
 		if _, err := v.j.Append(journal.RecWrite, h, data); err != nil {
-			return 0, fmt.Errorf("journal write: %w", err)
+			return 0, fmt.Errorf("%w write: %w", errJournal, err)
 		}
 		v.appended.Add(int64(len(h) + len(data)))
 	}
@@ -129,6 +158,14 @@ func (v *Volume) Write(t Target, ino uint64, fd int, data []byte, off int64) (in
 // with the region [hotOff, hotOff+hotLen) marked hot, then runs do, which performs it on the
 // backing file.
 func (v *Volume) DataOp(t Target, ino uint64, mk func(path string) journal.Op, hotOff, hotLen int64, do func() error) error {
+	err := v.dataOp(t, ino, mk, hotOff, hotLen, do)
+	if v.journalFull(err) {
+		err = v.dataOp(t, ino, mk, hotOff, hotLen, do)
+	}
+	return err
+}
+
+func (v *Volume) dataOp(t Target, ino uint64, mk func(path string) journal.Op, hotOff, hotLen int64, do func() error) error {
 	v.opLock.RLock()
 	defer v.opLock.RUnlock()
 	if err := v.Writable(); err != nil {
@@ -137,12 +174,12 @@ func (v *Volume) DataOp(t Target, ino uint64, mk func(path string) journal.Op, h
 	path, ok := t.JournalPath()
 	if ok {
 		if err := v.markHot(ino, hotOff, hotLen); err != nil {
-			return err
+			return fmt.Errorf("%w: %w", errJournal, err)
 		}
 		op := mk(path)
 		b := journal.EncodeOp(op)
 		if _, err := v.j.Append(op.Type(), b); err != nil {
-			return fmt.Errorf("journal %T: %w", op, err)
+			return fmt.Errorf("%w %T: %w", errJournal, op, err)
 		}
 		v.appended.Add(int64(len(b)))
 	}
@@ -210,3 +247,8 @@ func pwriteFull(fd int, data []byte, off int64) (int, error) {
 // MarkHot records [off, off+n) of ino hot, for data that reaches a source file outside Write
 // (a linked O_TMPFILE). The caller holds LockNamespace.
 func (v *Volume) MarkHot(ino uint64, off, n int64) error { return v.markHot(ino, off, n) }
+
+// OnJournalFull installs fn, called (without locks held) when the journal's filesystem is full
+// before drfs retries: the shipper degrades the journal to a dirty-extent map there, so the
+// guest keeps writing while the replica is away.
+func (v *Volume) OnJournalFull(fn func()) { v.onFull.Store(&fn) }

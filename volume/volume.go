@@ -77,6 +77,7 @@ type Volume struct {
 	appended   atomic.Int64
 	retainFrom atomic.Pointer[func() journal.Seq]
 	readOnly   atomic.Pointer[string] // set once the volume was demoted
+	onFull     atomic.Pointer[func()]
 	pinMu      sync.Mutex
 	pins       []journal.Seq // journal records kept for a reader other than the shipper
 

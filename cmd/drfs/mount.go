@@ -32,6 +32,7 @@ type mountCommand struct {
 	source, state, name, metrics string
 	mountpoint                   string
 	checkpoint                   time.Duration
+	segmentSize                  string
 	debug                        bool
 	repl                         replicationFlags
 }
@@ -90,6 +91,7 @@ func (c *mountCommand) ParseFlags(args []string) error {
 	fs.StringVar(&c.name, "volume", "", "volume name (default: base name of the source)")
 	fs.StringVar(&c.metrics, "metrics", "", "serve Prometheus metrics on this address, e.g. 127.0.0.1:9750")
 	fs.DurationVar(&c.checkpoint, "checkpoint-interval", volume.DefaultCheckpointInterval, "how often source files are synced and the journal trimmed")
+	fs.StringVar(&c.segmentSize, "segment-size", "64M", "size of a journal segment file (preallocated)")
 	fs.BoolVar(&c.debug, "debug", false, "log every FUSE request")
 	c.repl.register(fs)
 	fs.Usage = func() {
@@ -115,9 +117,13 @@ func (c *mountCommand) ParseFlags(args []string) error {
 
 func (c *mountCommand) Run(ctx context.Context) error {
 	logger := log.New(os.Stderr, "drfs: ", log.LstdFlags)
+	seg, err := units.ParseBytes(c.segmentSize)
+	if err != nil || (seg != 0 && seg < 1<<20) {
+		return fmt.Errorf("--segment-size %q: want a size of at least 1M", c.segmentSize)
+	}
 	vol, err := volume.Open(volume.Config{
 		Source: c.source, State: c.state, Mountpoint: c.mountpoint, Name: c.name,
-		CheckpointInterval: c.checkpoint, Logf: logger.Printf,
+		CheckpointInterval: c.checkpoint, SegmentSize: seg, Logf: logger.Printf,
 	})
 	if err != nil {
 		return err
