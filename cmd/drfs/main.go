@@ -120,8 +120,12 @@ func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
 
 // parseNoArgs parses flags for a command that takes no positional arguments.
 func parseNoArgs(fs *flag.FlagSet, args []string) error {
-	if err := parseNoArgs(fs, args); err != nil {
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
 		return err
+	}
+	if len(pos) != 0 {
+		return fmt.Errorf("unexpected argument %q", pos[0])
 	}
 	return nil
 }
