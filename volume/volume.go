@@ -146,7 +146,15 @@ func Open(cfg Config) (_ *Volume, err error) {
 	if err != nil {
 		return nil, err
 	}
-	// A promoted replica's state starts its journal after the seq it was promoted at.
+	// A promoted replica's state starts its journal after the seq it was promoted at. A
+	// journal that vanished after an unclean stop is not that: its records after the
+	// checkpoint are gone, and saying nothing would let the replica silently diverge.
+	jdir := filepath.Join(state, "journal")
+	if segs, _ := filepath.Glob(filepath.Join(jdir, "*.seg")); len(segs) == 0 && !v.start.New {
+		if running, _ := v.meta.Running(); running {
+			return nil, fmt.Errorf("the journal in %s is missing or empty, but drfs did not stop cleanly: the records after checkpoint seq %d are lost; restore the journal, or start over with a new state dir and a full resync", jdir, ck)
+		}
+	}
 	if v.j, err = journal.Open(filepath.Join(state, "journal"), journal.Options{SegmentSize: cfg.SegmentSize, Logf: logf, FirstSeq: journal.Seq(ck + 1)}); err != nil {
 		return nil, fmt.Errorf("open journal: %w", err)
 	}

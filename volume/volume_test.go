@@ -231,3 +231,15 @@ func TestVolume_Refuses(t *testing.T) {
 		t.Fatal("a refused Open created a state dir inside the source")
 	}
 }
+
+func TestVolume_RefusesLostJournal(t *testing.T) {
+	d := newDirs(t)
+	v := MustOpenVolume(t, d)
+	f := createFile(t, v, "disk.img")
+	write(t, v, f, fill('A', 4096), 0)
+	v.crash()
+	os.RemoveAll(filepath.Join(d.state, "journal"))
+	if _, err := Open(Config{Source: d.src, State: d.state, CheckpointInterval: -1}); err == nil || !strings.Contains(err.Error(), "did not stop cleanly") {
+		t.Fatalf("Open with the journal gone after an unclean stop: %v", err)
+	}
+}
