@@ -554,6 +554,35 @@ func (j *Journal) Size() int64 {
 	return n
 }
 
+// UsedFrom returns the bytes written in the segments that hold records at or after seq (the
+// whole of sealed segments, the used part of the active one): an upper bound, within one
+// segment, of what the records from seq on occupy.
+func (j *Journal) UsedFrom(seq Seq) int64 {
+	j.mu.Lock()
+	off := j.off
+	active := j.active
+	next := j.next
+	j.mu.Unlock()
+	j.segMu.Lock()
+	defer j.segMu.Unlock()
+	var n int64
+	for i, s := range j.segs {
+		last := next - 1
+		if i+1 < len(j.segs) {
+			last = j.segs[i+1].first - 1
+		}
+		if last < seq {
+			continue
+		}
+		if s == active {
+			n += off
+		} else {
+			n += s.size
+		}
+	}
+	return n
+}
+
 // Read calls fn for each record in [from, to] in order, stopping at the
 // published watermark (records still being written are not returned). The
 // Record's Payload aliases the segment mapping and is valid only during fn.

@@ -105,8 +105,9 @@ type Shipper struct {
 	t   Target
 	m   *metrics
 
-	next    atomic.Uint64 // every seq <= next was shipped (or folded into a pending resync)
-	applied atomic.Uint64 // replica's applied seq as last reported
+	next          atomic.Uint64 // every seq <= next was shipped (or folded into a pending resync)
+	checkpointing atomic.Bool   // a checkpoint started by watch is running
+	applied       atomic.Uint64 // replica's applied seq as last reported
 
 	mu         sync.Mutex
 	dirtySince time.Time
@@ -123,6 +124,11 @@ type Shipper struct {
 	appendedAt int64   // vol.AppendedBytes() when `next` was last advanced to the journal's end
 
 	wake chan struct{}
+
+	// opMu serialises everything that moves next: shipping a log, a resync pass and its
+	// completion, planning a sync, degrading the journal. Without it a ship that began before
+	// a degrade could move next back below records the degrade released.
+	opMu sync.Mutex
 }
 
 // New returns a shipper; Run starts it.
@@ -149,9 +155,7 @@ func New(cfg Config) (*Shipper, error) {
 	s.vol.SetRetention(func() journal.Seq { return journal.Seq(s.next.Load() + 1) })
 	s.vol.OnJournalFull(func() {
 		if uint64(s.j.LastSeq()) > s.next.Load() {
-			if err := s.degrade(); err != nil {
-				s.cfg.Logf("degrade journal: %v", err)
-			}
+			s.tryDegrade()
 		}
 	})
 	if err := s.vol.Meta().SetString(volume.KeyReplica, cfg.Target.String()); err != nil {
@@ -291,7 +295,9 @@ func (s *Shipper) session(ctx context.Context) error {
 		first := uint64(s.j.FirstSeq())
 		if st.Applied+1 >= first || first == 0 {
 			s.cfg.Logf("replica is at seq %d, resuming from there", st.Applied)
+			s.opMu.Lock()
 			s.next.Store(st.Applied)
+			s.opMu.Unlock()
 		} else {
 			s.cfg.Logf("replica is at seq %d but the journal starts at %d: resyncing by block hash", st.Applied, first)
 			if err := s.planFullSync("journal no longer covers the replica's seq"); err != nil {
@@ -323,6 +329,8 @@ func promotionText(st replica.State, gen uint64) string {
 // pending here) and the extents this side changed since (from the journal) are compared block
 // by block; the replica is then exactly at the barrier seq and journal logs continue after it.
 func (s *Shipper) planReverse(st replica.State) error {
+	s.opMu.Lock()
+	defer s.opMu.Unlock()
 	seq := uint64(s.vol.Barrier())
 	mine, err := s.vol.ExtentsSince(journal.Seq(s.next.Load()+1), journal.Seq(seq), "changed on the new primary since the promotion")
 	if err != nil {
@@ -355,6 +363,13 @@ func (s *Shipper) pendSync(exts []volume.Extent, seq uint64) error {
 // planFullSync records that the whole tree must be resynced and the replica declared
 // consistent at the current barrier seq.
 func (s *Shipper) planFullSync(reason string) error {
+	s.opMu.Lock()
+	defer s.opMu.Unlock()
+	return s.planFullSyncLocked(reason)
+}
+
+// planFullSyncLocked is planFullSync for a caller that holds opMu.
+func (s *Shipper) planFullSyncLocked(reason string) error {
 	seq := uint64(s.vol.Barrier())
 	return s.pendSync([]volume.Extent{{Path: ".", Len: -1, Reason: reason}}, seq)
 }
@@ -391,6 +406,8 @@ func (s *Shipper) cycles(ctx context.Context) error {
 // barrier taken after the pass applied tolerantly, since the pass copied a state at least that
 // new.
 func (s *Shipper) resyncAndComplete(ctx context.Context, gen uint64) error {
+	s.opMu.Lock()
+	defer s.opMu.Unlock()
 	busy, _ := s.vol.Meta().Uint(keySyncBusy)
 	if !s.vol.ResyncPending() && busy == 0 {
 		return nil
@@ -509,6 +526,8 @@ func (s *Shipper) shipAll(ctx context.Context) error {
 
 // shipOne sends one change log starting at next+1 and ending at most at end.
 func (s *Shipper) shipOne(ctx context.Context, end uint64) error {
+	s.opMu.Lock()
+	defer s.opMu.Unlock()
 	t0 := time.Now()
 	appendedAtCut := s.vol.AppendedBytes()
 	from := s.next.Load() + 1
@@ -608,7 +627,7 @@ func (s *Shipper) shipOne(ctx context.Context, end uint64) error {
 func (s *Shipper) realign(applied uint64) error {
 	first := uint64(s.j.FirstSeq())
 	if applied+1 < first && first != 0 {
-		return s.planFullSync("journal no longer covers the replica's seq")
+		return s.planFullSyncLocked("journal no longer covers the replica's seq")
 	}
 	if applied > uint64(s.j.LastSeq()) {
 		return fmt.Errorf("%w: the replica has applied seq %d beyond this journal's end", ErrFenced, applied)
@@ -663,17 +682,39 @@ func (s *Shipper) watch(ctx context.Context) {
 		}
 		s.mu.Unlock()
 		s.m.lag.Set(lag.Seconds())
-		if s.cfg.JournalMax > 0 && s.j.Size() > s.cfg.JournalMax && uint64(s.j.LastSeq()) > s.next.Load() {
-			if err := s.degrade(); err != nil {
-				s.cfg.Logf("degrade journal: %v", err)
-			}
+		if s.cfg.JournalMax > 0 && uint64(s.j.LastSeq()) > s.next.Load() &&
+			s.j.UsedFrom(journal.Seq(s.next.Load()+1)) > s.cfg.JournalMax {
+			s.tryDegrade()
 		}
+		// Shipped records leave the journal at the next checkpoint; with a journal limit, do
+		// not wait for the periodic one.
+		if s.cfg.JournalMax > 0 && s.j.Size() > s.cfg.JournalMax && s.vol.CheckpointSeq() < s.next.Load() &&
+			s.checkpointing.CompareAndSwap(false, true) {
+			go func() {
+				defer s.checkpointing.Store(false)
+				if err := s.vol.Checkpoint(); err != nil {
+					s.cfg.Logf("checkpoint: %v", err)
+				}
+			}()
+		}
+	}
+}
+
+// tryDegrade degrades the journal unless a ship or resync is under way (the caller must not
+// wait: it tracks lag, or it is a guest's write); it is tried again on the next occasion.
+func (s *Shipper) tryDegrade() {
+	if !s.opMu.TryLock() {
+		return
+	}
+	defer s.opMu.Unlock()
+	if err := s.degrade(); err != nil {
+		s.cfg.Logf("degrade journal: %v", err)
 	}
 }
 
 // degrade folds the unshipped journal records into resync extents (metadata only), so the
 // journal can be released while the replica is away. When the replica returns, only those
-// extents travel, compared block by block.
+// extents travel, compared block by block. The caller holds opMu.
 func (s *Shipper) degrade() error {
 	seq := uint64(s.vol.Barrier())
 	from := s.next.Load() + 1
