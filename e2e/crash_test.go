@@ -77,46 +77,24 @@ func TestCrash_Kill9DuringDirectWrites(t *testing.T) {
 	m := testMount(t)
 	const nblocks = 16384 // 64 MiB
 	disk := filepath.Join(m.Mnt, "disk.img")
-	if err := os.WriteFile(disk, nil, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Truncate(disk, nblocks*blockfmt.Size); err != nil {
-		t.Fatal(err)
-	}
+	makeBlockFile(t, disk, nblocks)
 	logPath := filepath.Join(m.Logs, "writes.log")
-	var wout bytes.Buffer
-	w := exec.Command(crashWriter, "-file", disk, "-log", logPath, "-blocks", strconv.Itoa(nblocks),
-		"-workers", "4", "-sync", "16", "-duration", "60s")
-	w.Stdout, w.Stderr = &wout, &wout
-	if err := w.Start(); err != nil {
-		t.Fatal(err)
-	}
-	wdone := make(chan struct{})
-	var werr error
-	go func() { werr = w.Wait(); close(wdone) }()
-	t.Cleanup(func() {
-		select {
-		case <-wdone:
-		default:
-			w.Process.Kill()
-			<-wdone
-		}
-	})
+	w := startCrashWriter(t, disk, logPath, nblocks, "60s")
 
 	select {
-	case <-wdone:
-		t.Fatalf("writer exited before the crash: %v\n%s", werr, wout.String())
+	case <-w.done:
+		t.Fatalf("writer exited before the crash: %v\n%s", w.err, w.out.String())
 	case <-time.After(3 * time.Second):
 	}
 	m.Kill()
 	select {
-	case <-wdone:
+	case <-w.done:
 	case <-time.After(20 * time.Second):
 		t.Fatalf("writer still running 20s after the daemon was killed (hung in the kernel?)")
 	}
-	t.Logf("writer: %s", strings.TrimSpace(wout.String()))
-	if !strings.Contains(wout.String(), "err=\"pwrite") && !strings.Contains(wout.String(), "err=\"fdatasync") {
-		t.Errorf("writer did not stop on a write/fdatasync error, so no write was in flight at the kill:\n%s", wout.String())
+	t.Logf("writer: %s", strings.TrimSpace(w.out.String()))
+	if !strings.Contains(w.out.String(), "err=\"pwrite") && !strings.Contains(w.out.String(), "err=\"fdatasync") {
+		t.Errorf("writer did not stop on a write/fdatasync error, so no write was in flight at the kill:\n%s", w.out.String())
 	}
 
 	// The completion log: last generation per offset.
@@ -173,49 +151,94 @@ func TestCrash_Kill9DuringDirectWrites(t *testing.T) {
 		t.Logf("%d of %d written blocks not in resync (a checkpoint at seq %d may have covered them)", uncovered, len(last), *st.CheckpointSeq)
 	}
 
-	check := func(where string, blocks [][]byte) {
-		t.Helper()
-		if len(blocks) != nblocks {
-			t.Fatalf("%s: %d blocks, want %d", where, len(blocks), nblocks)
-		}
-		bad := 0
-		for i, b := range blocks {
-			off := int64(i) * blockfmt.Size
-			blk, gen, zero, ok := blockfmt.Parse(b)
-			want, logged := last[off]
-			var msg string
-			switch {
-			case !ok:
-				msg = "torn or foreign data"
-			case zero && logged:
-				msg = fmt.Sprintf("zeroes, but write gen %d returned", want)
-			case zero:
-			case blk != uint64(i):
-				msg = fmt.Sprintf("holds block %d", blk)
-			case gen < want:
-				msg = fmt.Sprintf("gen %d, but gen %d returned (lost write)", gen, want)
-			}
-			if msg != "" {
-				bad++
-				if bad <= 10 {
-					t.Errorf("%s: block %d (off %d): %s", where, i, off, msg)
-				}
-			}
-		}
-		if bad > 10 {
-			t.Errorf("%s: %d bad blocks in total", where, bad)
-		}
-	}
-	check("mount after remount", readBlocks(t, disk, true))
+	checkLoggedBlocks(t, "mount after remount", readBlocks(t, disk, true), nblocks, last)
 	// The mount still works for writes.
 	if err := os.WriteFile(filepath.Join(m.Mnt, "after-crash"), []byte("ok"), 0o644); err != nil {
 		t.Errorf("write after remount: %v", err)
 	}
 	m.Stop()
-	check("source after stop", readBlocks(t, filepath.Join(m.Src, "disk.img"), false))
+	checkLoggedBlocks(t, "source after stop", readBlocks(t, filepath.Join(m.Src, "disk.img"), false), nblocks, last)
 	if st := m.Status(); !*st.Clean {
 		t.Errorf("drfs status after a clean stop: clean=false\n%s", st.raw)
 	}
+}
+
+// checkLoggedBlocks requires every write the crash writer logged as completed (last: offset ->
+// generation) to be in blocks (a later generation is fine: it may have been written but not
+// logged before the crash), and nothing torn or misplaced.
+func checkLoggedBlocks(t *testing.T, where string, blocks [][]byte, nblocks int, last map[int64]uint64) {
+	t.Helper()
+	if len(blocks) != nblocks {
+		t.Fatalf("%s: %d blocks, want %d", where, len(blocks), nblocks)
+	}
+	bad := 0
+	for i, b := range blocks {
+		off := int64(i) * blockfmt.Size
+		blk, gen, zero, ok := blockfmt.Parse(b)
+		want, logged := last[off]
+		var msg string
+		switch {
+		case !ok:
+			msg = "torn or foreign data"
+		case zero && logged:
+			msg = fmt.Sprintf("zeroes, but write gen %d returned", want)
+		case zero:
+		case blk != uint64(i):
+			msg = fmt.Sprintf("holds block %d", blk)
+		case gen < want:
+			msg = fmt.Sprintf("gen %d, but gen %d returned (lost write)", gen, want)
+		}
+		if msg != "" {
+			bad++
+			if bad <= 10 {
+				t.Errorf("%s: block %d (off %d): %s", where, i, off, msg)
+			}
+		}
+	}
+	if bad > 10 {
+		t.Errorf("%s: %d bad blocks in total", where, bad)
+	}
+}
+
+// makeBlockFile creates path as a file of nblocks zero blocks for the crash writer.
+func makeBlockFile(t *testing.T, path string, nblocks int) {
+	t.Helper()
+	if err := os.WriteFile(path, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(path, int64(nblocks)*blockfmt.Size); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// writerRun is a running e2e/internal/crashwriter.
+type writerRun struct {
+	out  bytes.Buffer
+	done chan struct{} // closed when it exited; err is set then
+	err  error
+}
+
+// startCrashWriter runs the crash writer on disk (4 workers, fdatasync every 16 writes) for
+// at most duration, logging each completed write to logPath; it is killed at cleanup.
+func startCrashWriter(t *testing.T, disk, logPath string, nblocks int, duration string) *writerRun {
+	t.Helper()
+	w := &writerRun{done: make(chan struct{})}
+	cmd := exec.Command(crashWriter, "-file", disk, "-log", logPath, "-blocks", strconv.Itoa(nblocks),
+		"-workers", "4", "-sync", "16", "-duration", duration)
+	cmd.Stdout, cmd.Stderr = &w.out, &w.out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { w.err = cmd.Wait(); close(w.done) }()
+	t.Cleanup(func() {
+		select {
+		case <-w.done:
+		default:
+			cmd.Process.Kill()
+			<-w.done
+		}
+	})
+	return w
 }
 
 // writeGen writes blocks [from, to) of path with generation gen and optionally fsyncs.

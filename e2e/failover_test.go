@@ -14,8 +14,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"drfs/e2e/internal/blockfmt"
 )
 
 // Failover end to end: unplanned promotion (latest and older point), planned
@@ -430,36 +428,15 @@ func TestFailover_Planned(t *testing.T) {
 	m := testMountWith(t, MountOptions{Volume: "planned", Args: r.MountArgs("--interval", "continuous")})
 	const nblocks = 4096 // 16 MiB
 	disk := filepath.Join(m.Mnt, "disk.img")
-	if err := os.WriteFile(disk, nil, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Truncate(disk, nblocks*blockfmt.Size); err != nil {
-		t.Fatal(err)
-	}
+	makeBlockFile(t, disk, nblocks)
 	m.Sync(time.Minute)
 
 	logPath := filepath.Join(m.Logs, "writes.log")
-	var wout bytes.Buffer
-	w := exec.Command(crashWriter, "-file", disk, "-log", logPath, "-blocks", strconv.Itoa(nblocks),
-		"-workers", "4", "-sync", "16", "-duration", "30s")
-	w.Stdout, w.Stderr = &wout, &wout
-	if err := w.Start(); err != nil {
-		t.Fatal(err)
-	}
-	wdone := make(chan struct{})
-	go func() { w.Wait(); close(wdone) }()
-	t.Cleanup(func() {
-		select {
-		case <-wdone:
-		default:
-			w.Process.Kill()
-			<-wdone
-		}
-	})
+	w := startCrashWriter(t, disk, logPath, nblocks, "30s")
 	time.Sleep(3 * time.Second)
 	select {
-	case <-wdone:
-		t.Fatalf("writer ended before the failover: %s", wout.String())
+	case <-w.done:
+		t.Fatalf("writer ended before the failover: %s", w.out.String())
 	default:
 	}
 	pause, _ := drfsPlannedFailover(t, m)
@@ -468,13 +445,13 @@ func TestFailover_Planned(t *testing.T) {
 		t.Errorf("reported pause %v is not plausible", pause)
 	}
 	select {
-	case <-wdone:
+	case <-w.done:
 	case <-time.After(20 * time.Second):
 		t.Fatalf("writer still running 20s after the planned failover: writes do not fail on the demoted side")
 	}
-	t.Logf("writer: %s", strings.TrimSpace(wout.String()))
-	if !strings.Contains(wout.String(), "read-only file system") {
-		t.Errorf("writer did not stop with EROFS after the switch: %s", wout.String())
+	t.Logf("writer: %s", strings.TrimSpace(w.out.String()))
+	if !strings.Contains(w.out.String(), "read-only file system") {
+		t.Errorf("writer did not stop with EROFS after the switch: %s", w.out.String())
 	}
 	last, n := parseWriterLog(t, logPath)
 	if n < 100 {

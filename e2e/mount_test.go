@@ -313,8 +313,11 @@ func (m *Mount) Pid() int {
 }
 
 // DaemonLog returns the output of the current (or last) daemon.
-func (m *Mount) DaemonLog() string {
-	b, err := os.ReadFile(m.logPath)
+func (m *Mount) DaemonLog() string { return logTail(m.logPath) }
+
+// logTail returns the last 16 KiB of a daemon's log file.
+func logTail(path string) string {
+	b, err := os.ReadFile(path)
 	if err != nil {
 		return fmt.Sprintf("(no log: %v)", err)
 	}

@@ -181,17 +181,7 @@ func (r *Replica) exitErr() error {
 }
 
 // Log returns the output of the current (or last) serve process.
-func (r *Replica) Log() string {
-	b, err := os.ReadFile(r.logPath)
-	if err != nil {
-		return fmt.Sprintf("(no log: %v)", err)
-	}
-	const max = 16 << 10
-	if len(b) > max {
-		return "...\n" + string(b[len(b)-max:])
-	}
-	return string(b)
-}
+func (r *Replica) Log() string { return logTail(r.logPath) }
 
 // Stop sends SIGTERM and requires a clean exit within 30s.
 func (r *Replica) Stop() {

@@ -7,9 +7,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -52,37 +50,7 @@ func parseWriterLog(t testing.TB, path string) (map[int64]uint64, int) {
 // written but not logged before the crash).
 func checkWriterBlocks(t *testing.T, where, path string, nblocks int, last map[int64]uint64) {
 	t.Helper()
-	blocks := readBlocks(t, path, false)
-	if len(blocks) != nblocks {
-		t.Fatalf("%s: %d blocks, want %d", where, len(blocks), nblocks)
-	}
-	bad := 0
-	for i, b := range blocks {
-		off := int64(i) * blockfmt.Size
-		blk, gen, zero, ok := blockfmt.Parse(b)
-		want, logged := last[off]
-		var msg string
-		switch {
-		case !ok:
-			msg = "torn or foreign data"
-		case zero && logged:
-			msg = fmt.Sprintf("zeroes, but write gen %d returned", want)
-		case zero:
-		case blk != uint64(i):
-			msg = fmt.Sprintf("holds block %d", blk)
-		case gen < want:
-			msg = fmt.Sprintf("gen %d, but gen %d returned (lost write)", gen, want)
-		}
-		if msg != "" {
-			bad++
-			if bad <= 10 {
-				t.Errorf("%s: block %d: %s", where, i, msg)
-			}
-		}
-	}
-	if bad > 10 {
-		t.Errorf("%s: %d bad blocks in total", where, bad)
-	}
+	checkLoggedBlocks(t, where, readBlocks(t, path, false), nblocks, last)
 }
 
 // startProxy starts a fault proxy to target, closed at cleanup.
@@ -106,31 +74,10 @@ func TestReplication_Kill9Primary(t *testing.T) {
 	m := testMountWith(t, MountOptions{Args: r.MountArgs("--interval", "continuous")})
 	const nblocks = 8192 // 32 MiB
 	disk := filepath.Join(m.Mnt, "disk.img")
-	if err := os.WriteFile(disk, nil, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Truncate(disk, nblocks*blockfmt.Size); err != nil {
-		t.Fatal(err)
-	}
+	makeBlockFile(t, disk, nblocks)
 	m.Sync(time.Minute)
 	logPath := filepath.Join(m.Logs, "writes.log")
-	var wout bytes.Buffer
-	w := exec.Command(crashWriter, "-file", disk, "-log", logPath, "-blocks", strconv.Itoa(nblocks),
-		"-workers", "4", "-sync", "16", "-duration", "60s")
-	w.Stdout, w.Stderr = &wout, &wout
-	if err := w.Start(); err != nil {
-		t.Fatal(err)
-	}
-	wdone := make(chan struct{})
-	go func() { w.Wait(); close(wdone) }()
-	t.Cleanup(func() {
-		select {
-		case <-wdone:
-		default:
-			w.Process.Kill()
-			<-wdone
-		}
-	})
+	w := startCrashWriter(t, disk, logPath, nblocks, "60s")
 	// Kill once the replica has acknowledged some of the writer's logs.
 	var acked0 uint64
 	if st, ok := m.statusQuiet(); ok {
@@ -145,11 +92,11 @@ func TestReplication_Kill9Primary(t *testing.T) {
 	t.Logf("status at the kill: %s", st.raw)
 	m.Kill()
 	select {
-	case <-wdone:
+	case <-w.done:
 	case <-time.After(20 * time.Second):
 		t.Fatalf("writer still running 20s after the primary was killed")
 	}
-	t.Logf("writer: %s", strings.TrimSpace(wout.String()))
+	t.Logf("writer: %s", strings.TrimSpace(w.out.String()))
 	last, n := parseWriterLog(t, logPath)
 	if n < 100 {
 		t.Fatalf("only %d writes completed; the test proves nothing", n)
