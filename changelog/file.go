@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+
+	"drfs/internal/fsutil"
 )
 
 // WriteFile writes l to dir under FileName(l.Header), atomically: it writes
@@ -38,27 +40,12 @@ func WriteFile(dir string, l *Log) (path string, st Stats, err error) {
 	if err = os.Rename(f.Name(), path); err != nil {
 		return "", Stats{}, fmt.Errorf("install change log: %w", err)
 	}
-	if err = syncDir(dir); err != nil {
+	if err = fsutil.SyncDir(dir); err != nil {
 		// The log is in place but its name may not be durable; report it
 		// without removing the file (the rename can't be undone safely).
 		return path, st, err
 	}
 	return path, st, nil
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("fsync dir %s: %w", dir, err)
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("fsync dir %s: %w", dir, err)
-	}
-	return nil
 }
 
 // ReadFile decodes the log in the file at path (see Decode).

@@ -14,6 +14,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sys/unix"
+
+	"drfs/internal/fsutil"
 )
 
 // Seq is a record sequence number. The first record of a journal is 1.
@@ -482,7 +484,7 @@ func (j *Journal) syncRange(lo, hi Seq) error {
 		j.m.fsyncs.Add(1)
 		j.m.fsyncDur.Observe(time.Since(start).Seconds())
 		if s.needDirSync.Load() {
-			if err := syncDir(j.dir); err != nil {
+			if err := fsutil.SyncDir(j.dir); err != nil {
 				return fmt.Errorf("sync dir for %s: %w", s.name, err)
 			}
 			s.needDirSync.Store(false)
@@ -661,7 +663,7 @@ func (j *Journal) Release(upTo Seq) error {
 		}
 		s.release()
 	}
-	if serr := syncDir(j.dir); serr != nil && err == nil {
+	if serr := fsutil.SyncDir(j.dir); serr != nil && err == nil {
 		err = fmt.Errorf("release: sync dir: %w", serr)
 	}
 	return err

@@ -10,6 +10,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"drfs/internal/fsutil"
 )
 
 // recover scans every segment, repairs the tail and leaves j ready to append:
@@ -112,7 +114,7 @@ func (j *Journal) recover() error {
 			s.unmapClose()
 			return fmt.Errorf("install segment %s: %w", s.name, err)
 		}
-		if err := syncDir(j.dir); err != nil {
+		if err := fsutil.SyncDir(j.dir); err != nil {
 			s.unmapClose()
 			return fmt.Errorf("sync dir: %w", err)
 		}
@@ -195,10 +197,10 @@ func (j *Journal) cut(s *segment, off, end int64) error {
 	if err := writeFileSync(bname, s.data[off:end]); err != nil {
 		return fmt.Errorf("save torn tail: %w", err)
 	}
-	if err := syncDir(bdir); err != nil {
+	if err := fsutil.SyncDir(bdir); err != nil {
 		return fmt.Errorf("save torn tail: %w", err)
 	}
-	if err := syncDir(j.dir); err != nil {
+	if err := fsutil.SyncDir(j.dir); err != nil {
 		return fmt.Errorf("save torn tail: %w", err)
 	}
 	zeros := make([]byte, min(end-off, zeroChunk))
@@ -236,10 +238,10 @@ func (j *Journal) moveBroken(name string) error {
 	if j.rec.BrokenFile == "" {
 		j.rec.BrokenFile = dst
 	}
-	if err := syncDir(bdir); err != nil {
+	if err := fsutil.SyncDir(bdir); err != nil {
 		return fmt.Errorf("move %s aside: %w", name, err)
 	}
-	return syncDir(j.dir)
+	return fsutil.SyncDir(j.dir)
 }
 
 func writeFileSync(path string, b []byte) error {

@@ -115,13 +115,3 @@ func allocSegment(dir string, id uint64, size int64) (*segment, error) {
 	s.refs.Store(1)
 	return s, nil
 }
-
-// syncDir fsyncs a directory so renames and removals in it are durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	return errors.Join(err, d.Close())
-}

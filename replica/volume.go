@@ -24,6 +24,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"drfs/changelog"
+	"drfs/internal/fsutil"
 	"drfs/journal"
 	"drfs/volume"
 )
@@ -206,39 +207,7 @@ func (v *Volume) save() error {
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(filepath.Join(v.state, "state.json"), b)
-}
-
-func writeFileAtomic(path string, b []byte) error {
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return err
-	}
-	if err := unix.Fdatasync(int(f.Fd())); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	return syncDir(filepath.Dir(path))
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
+	return fsutil.WriteFileAtomic(filepath.Join(v.state, "state.json"), b, 0o600)
 }
 
 // Apply applies a change log atomically and returns the applied seq. A log already applied is

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"drfs/changelog"
+	"drfs/internal/fsutil"
 	"drfs/journal"
 	"drfs/replica"
 	"drfs/volume"
@@ -109,7 +110,7 @@ func Export(vol *volume.Volume, dir string) (Manifest, error) {
 	if err := os.WriteFile(filepath.Join(dir, ManifestName), b, 0o600); err != nil {
 		return m, err
 	}
-	return m, syncDir(dir)
+	return m, fsutil.SyncDir(dir)
 }
 
 // copyInto copies the entries of src into the existing directory dst.
@@ -223,14 +224,5 @@ func Import(seedDir, replicaDir, volumeName string) (Manifest, error) {
 			return m, fmt.Errorf("copy the seed: %w", err)
 		}
 	}
-	return m, syncDir(replicaDir)
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
+	return m, fsutil.SyncDir(replicaDir)
 }

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 
 	"drfs/changelog"
+	"drfs/internal/fsutil"
 	"drfs/replica"
 )
 
@@ -62,11 +63,7 @@ func (t *exportTarget) Send(_ context.Context, b []byte) (uint64, error) {
 	}
 	t.st.Applied, t.st.Generation = l.ToSeq, l.Generation
 	b2, _ := json.Marshal(t.st)
-	tmp := filepath.Join(t.dir, exportState+".tmp")
-	if err := os.WriteFile(tmp, b2, 0o600); err != nil {
-		return t.st.Applied, err
-	}
-	return t.st.Applied, os.Rename(tmp, filepath.Join(t.dir, exportState))
+	return t.st.Applied, fsutil.WriteFileAtomic(filepath.Join(t.dir, exportState), b2, 0o600)
 }
 
 var errOffline = errors.New("an export directory cannot answer resync questions: seed the replica (drfs seed export/import) before shipping to a directory")

@@ -46,6 +46,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"drfs/internal/fsutil"
 )
 
 // File names inside a directory made by Generate.
@@ -198,7 +200,7 @@ func Generate(dir string, hosts []string, force bool) (Files, error) {
 			return Files{}, err
 		}
 	}
-	if err := syncDir(dir); err != nil {
+	if err := fsutil.SyncDir(dir); err != nil {
 		return Files{}, err
 	}
 	return files, nil
@@ -323,18 +325,6 @@ func writeFile(name string, data []byte, mode os.FileMode, force bool) (err erro
 		return fmt.Errorf("tlsutil: write %s: %w", name, err)
 	}
 	return os.Remove(tmp)
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("tlsutil: sync %s: %w", dir, err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("tlsutil: sync %s: %w", dir, err)
-	}
-	return nil
 }
 
 // ServerConfig returns a config for a drfs TLS listener: TLS 1.3 only, serving
