@@ -262,18 +262,28 @@ func (s *Server) putLog(w http.ResponseWriter, r *http.Request, v *Volume) {
 
 func (s *Server) reply(w http.ResponseWriter, v *Volume, err error) {
 	applied := v.State().Applied
-	switch {
+	switch code := RefusalCode(err); {
 	case err == nil:
 		writeJSON(w, http.StatusOK, map[string]uint64{"applied_seq": applied})
-	case errors.Is(err, ErrGap):
-		writeErr(w, http.StatusConflict, "gap", err.Error(), applied)
-	case errors.Is(err, ErrStale):
-		writeErr(w, http.StatusConflict, "stale", err.Error(), applied)
-	case errors.Is(err, ErrVolumeMismatch):
-		writeErr(w, http.StatusConflict, "volume", err.Error(), applied)
+	case code != "":
+		writeErr(w, http.StatusConflict, code, err.Error(), applied)
 	default:
 		writeErr(w, http.StatusInternalServerError, "apply", err.Error(), applied)
 	}
+}
+
+// RefusalCode names a refusal a primary must act on ("gap": resend from the applied seq,
+// "stale": it was superseded, "volume": wrong volume), or "" for any other error.
+func RefusalCode(err error) string {
+	switch {
+	case errors.Is(err, ErrGap):
+		return "gap"
+	case errors.Is(err, ErrStale):
+		return "stale"
+	case errors.Is(err, ErrVolumeMismatch):
+		return "volume"
+	}
+	return ""
 }
 
 // ErrorReply is the body of an error response.

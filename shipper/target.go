@@ -123,15 +123,8 @@ func (t *localTarget) Send(_ context.Context, b []byte) (uint64, error) {
 }
 
 func localErr(err error, applied uint64) error {
-	switch {
-	case err == nil:
-		return nil
-	case errors.Is(err, replica.ErrGap):
-		return &RefusedError{Code: "gap", Msg: err.Error(), Applied: applied}
-	case errors.Is(err, replica.ErrStale):
-		return &RefusedError{Code: "stale", Msg: err.Error(), Applied: applied}
-	case errors.Is(err, replica.ErrVolumeMismatch):
-		return &RefusedError{Code: "volume", Msg: err.Error(), Applied: applied}
+	if code := replica.RefusalCode(err); code != "" {
+		return &RefusedError{Code: code, Msg: err.Error(), Applied: applied}
 	}
 	return err
 }
