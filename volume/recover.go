@@ -103,7 +103,10 @@ func (v *Volume) recover() error {
 	if err := v.meta.AddResync(exts); err != nil {
 		return fmt.Errorf("record resync: %w", err)
 	}
-	return v.Checkpoint()
+	if v.start.Replayed > 0 {
+		cur = nil // replay changed the tree: scan it again
+	}
+	return v.checkpoint(cur)
 }
 
 // replayer re-applies journal records to the source tree idempotently. Data records are

@@ -355,7 +355,11 @@ func (v *Volume) background(ctx context.Context) {
 
 // Checkpoint makes every journaled mutation durable in the source files, records the
 // checkpoint seq, starts a new activity-log epoch and releases journal segments nobody needs.
-func (v *Volume) Checkpoint() error {
+func (v *Volume) Checkpoint() error { return v.checkpoint(nil) }
+
+// checkpoint is Checkpoint with the file table already scanned (nil: scan it now). Recovery
+// passes the scan it made when nothing was replayed, so a mount walks the tree once.
+func (v *Volume) checkpoint(files map[string]FileStat) error {
 	v.ckMu.Lock()
 	defer v.ckMu.Unlock()
 	t0 := time.Now()
@@ -370,9 +374,11 @@ func (v *Volume) Checkpoint() error {
 	if err := unix.Syncfs(v.srcFd); err != nil {
 		return fmt.Errorf("syncfs %s: %w", v.src, err)
 	}
-	files, err := walkSource(v.src)
-	if err != nil {
-		return fmt.Errorf("scan source: %w", err)
+	if files == nil {
+		var err error
+		if files, err = walkSource(v.src); err != nil {
+			return fmt.Errorf("scan source: %w", err)
+		}
 	}
 	if err := v.meta.ReplaceFiles(files); err != nil {
 		return fmt.Errorf("record file table: %w", err)
