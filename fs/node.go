@@ -359,11 +359,17 @@ func (n *Node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 		go func() {
 			defer unlock()
 			deadline := time.Now().Add(2 * time.Second)
-			for time.Now().Before(deadline) {
+			for i := 0; time.Now().Before(deadline); i++ {
 				if dst.GetChild(newName) == moving && (!exchange || other == nil || src.GetChild(name) == other) {
 					return
 				}
-				runtime.Gosched()
+				// The bridge updates its tree right after Rename returns: yield a few
+				// times, then sleep rather than spin.
+				if i < 64 {
+					runtime.Gosched()
+				} else {
+					time.Sleep(50 * time.Microsecond)
+				}
 			}
 		}()
 	}
