@@ -188,17 +188,34 @@ func (v *Volume) State() State {
 }
 
 func (v *Volume) load() error {
-	b, err := os.ReadFile(filepath.Join(v.state, "state.json"))
+	st, err := readState(v.state)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
+	v.st = st
+	return err
+}
+
+func readState(stateDir string) (State, error) {
+	var st State
+	b, err := os.ReadFile(filepath.Join(stateDir, "state.json"))
 	if err != nil {
-		return err
+		return st, err
 	}
-	if err := json.Unmarshal(b, &v.st); err != nil {
-		return fmt.Errorf("read %s/state.json: %w", v.state, err)
+	if err := json.Unmarshal(b, &st); err != nil {
+		return st, fmt.Errorf("read %s/state.json: %w", stateDir, err)
 	}
-	return nil
+	return st, nil
+}
+
+// ReadState reads the durable state of volume name under dir without opening (or locking) the
+// volume, for status tools while drfs serve holds it.
+func ReadState(dir, name string) (State, error) {
+	st, err := readState(filepath.Join(dir, name, "state"))
+	if errors.Is(err, os.ErrNotExist) {
+		return st, fmt.Errorf("%s holds no volume %q: %w", dir, name, err)
+	}
+	return st, err
 }
 
 // save writes the state atomically and durably.

@@ -2,12 +2,10 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"os"
-	"path/filepath"
 	"text/tabwriter"
 	"time"
 
@@ -42,12 +40,8 @@ type pointView struct {
 }
 
 func (c *pointsCommand) Run(ctx context.Context) error {
-	b, err := os.ReadFile(filepath.Join(c.dir, c.volume, "state", "state.json"))
+	st, err := replica.ReadState(c.dir, c.volume)
 	if err != nil {
-		return fmt.Errorf("volume %s in %s: %w", c.volume, c.dir, err)
-	}
-	var st replica.State
-	if err := json.Unmarshal(b, &st); err != nil {
 		return err
 	}
 	// Each kept log's undo restores the state before it: the point at From-1, which is the

@@ -153,15 +153,21 @@ func (c *statusCommand) replica() error {
 	}
 	var out []replicaStatus
 	for _, e := range ents {
-		b, err := os.ReadFile(filepath.Join(c.dir, e.Name(), "state", "state.json"))
-		if err != nil {
+		if !e.IsDir() {
 			continue
 		}
-		var st replica.State
-		if err := json.Unmarshal(b, &st); err != nil {
+		st, err := replica.ReadState(c.dir, e.Name())
+		if errors.Is(err, os.ErrNotExist) {
+			continue // not a volume directory
+		}
+		if err != nil {
 			return fmt.Errorf("volume %s: %w", e.Name(), err)
 		}
-		rs := replicaStatus{Volume: e.Name(), VolumeID: st.VolumeID, Role: "replica", Generation: st.Generation,
+		role := st.Role
+		if role == "" {
+			role = "replica"
+		}
+		rs := replicaStatus{Volume: e.Name(), VolumeID: st.VolumeID, Role: role, Generation: st.Generation,
 			AppliedSeq: st.Applied, AppliedAt: st.AppliedAt, Consistent: st.Consistent, Points: len(st.Points),
 			DataDir: filepath.Join(c.dir, e.Name(), "data"), LastError: st.LastError}
 		if !st.AppliedCreated.IsZero() {

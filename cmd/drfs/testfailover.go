@@ -58,12 +58,8 @@ func (c *testFailoverCommand) Run(ctx context.Context) error {
 	if _, err := os.Stat(dest); err == nil {
 		return fmt.Errorf("a test failover clone exists in %s: run drfs test-failover --cleanup first", dest)
 	}
-	b, err := os.ReadFile(filepath.Join(c.dir, c.volume, "state", "state.json"))
+	st, err := replica.ReadState(c.dir, c.volume)
 	if err != nil {
-		return fmt.Errorf("volume %s in %s: %w", c.volume, c.dir, err)
-	}
-	var st replica.State
-	if err := json.Unmarshal(b, &st); err != nil {
 		return err
 	}
 	seq := st.Applied
