@@ -47,6 +47,16 @@ func (v *Volume) markHot(ino uint64, off, n int64) error {
 	}
 	ep := v.hot.Load()
 	rs := v.cfg.RegionSize
+	// Fast path, taken by nearly every write: one region, already recorded.
+	if off/rs == (off+n-1)/rs {
+		if e, ok := ep.m.Load(hotKey{ino, uint64(off / rs)}); ok {
+			he := e.(*hotEntry)
+			<-he.done
+			if he.err == nil {
+				return nil
+			}
+		}
+	}
 	var mine []hotKey
 	var mineE []*hotEntry
 	var wait []*hotEntry
