@@ -527,6 +527,7 @@ type Status struct {
 	Generation    uint64         `json:"generation"`
 	JournalSeq    *uint64        `json:"journal_seq"`
 	CheckpointSeq *uint64        `json:"checkpoint_seq"`
+	DurableSeq    uint64         `json:"durable_seq"`
 	JournalBytes  *uint64        `json:"journal_bytes"`
 	Clean         *bool          `json:"clean"`
 	Resync        []ResyncRegion `json:"resync"`

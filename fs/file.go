@@ -95,21 +95,16 @@ func (f *File) Fsync(ctx context.Context, flags uint32) syscall.Errno {
 	return toErrno(f.node.vol.Sync())
 }
 
-// Allocate implements FileAllocater: preallocation, punch hole, zero range, collapse and
-// insert range are all journaled with their mode.
+// Allocate implements FileAllocater: preallocation, punch hole and zero range are journaled
+// with their mode. Collapse and insert range are refused, as the kernel's FUSE client already
+// does: they shift every byte after the range, so replaying one twice would not be idempotent.
 func (f *File) Allocate(ctx context.Context, off uint64, size uint64, mode uint32) syscall.Errno {
-	hotLen := int64(size)
-	if mode&(unix.FALLOC_FL_COLLAPSE_RANGE|unix.FALLOC_FL_INSERT_RANGE) != 0 {
-		// Shifts every byte after off.
-		var st unix.Stat_t
-		if err := unix.Fstat(f.fd, &st); err != nil {
-			return gofs.ToErrno(err)
-		}
-		hotLen = max(st.Size-int64(off), int64(size))
+	if mode&^(unix.FALLOC_FL_KEEP_SIZE|unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_ZERO_RANGE) != 0 {
+		return syscall.EOPNOTSUPP
 	}
-	return toErrno(f.node.vol.DataOp(f, f.ino, func(path string) journal.Op {
+	return toErrno(f.node.vol.DataOp(f, f.ino, f.fd, func(path string) journal.Op {
 		return journal.OpFallocate{Path: path, Ino: f.ino, Mode: mode, Off: int64(off), Len: int64(size)}
-	}, int64(off), hotLen, func() error {
+	}, int64(off), int64(size), func() error {
 		return unix.Fallocate(f.fd, mode, int64(off), int64(size))
 	}))
 }

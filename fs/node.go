@@ -184,7 +184,7 @@ func (n *Node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 	}
 	f := newFile(n, lf, st.Ino, flags)
 	if flags&syscall.O_TRUNC != 0 && flags&syscall.O_ACCMODE != syscall.O_RDONLY {
-		errno := toErrno(n.vol.DataOp(n, st.Ino, func(path string) journal.Op {
+		errno := toErrno(n.vol.DataOp(n, st.Ino, fd, func(path string) journal.Op {
 			return journal.OpTruncate{Path: path, Ino: st.Ino, Size: 0}
 		}, 0, 1, func() error { return unix.Ftruncate(fd, 0) }))
 		if errno != 0 {
@@ -386,20 +386,27 @@ func (n *Node) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttr
 	}
 	abs := n.abs(p)
 	if sz, ok := in.GetSize(); ok {
-		var ino uint64
+		fd := -1
 		if f != nil {
-			ino = f.ino
+			fd = f.fd
 		} else {
-			ino, _ = lstatIno(abs)
-		}
-		err := n.vol.DataOp(n, ino, func(path string) journal.Op {
-			return journal.OpTruncate{Path: path, Ino: ino, Size: int64(sz)}
-		}, int64(sz), 1, func() error {
-			if f != nil {
-				return unix.Ftruncate(f.fd, int64(sz))
+			// truncate(2) by path: open the backing file, so the checkpoint can fsync it.
+			var err error
+			if fd, err = unix.Open(abs, unix.O_WRONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0); err != nil {
+				return gofs.ToErrno(err)
 			}
-			return unix.Truncate(n.abs(p), int64(sz))
-		})
+			defer unix.Close(fd)
+		}
+		var st unix.Stat_t
+		if err := unix.Fstat(fd, &st); err != nil {
+			return gofs.ToErrno(err)
+		}
+		if st.Mode&unix.S_IFMT != unix.S_IFREG {
+			return syscall.EINVAL
+		}
+		err := n.vol.DataOp(n, st.Ino, fd, func(path string) journal.Op {
+			return journal.OpTruncate{Path: path, Ino: st.Ino, Size: int64(sz)}
+		}, int64(sz), 1, func() error { return unix.Ftruncate(fd, int64(sz)) })
 		if err != nil {
 			return toErrno(err)
 		}
@@ -587,12 +594,19 @@ func (n *Node) linkTmpfile(ctx context.Context, target *Node, name, p string, ou
 	if fd < 0 {
 		return nil, syscall.EXDEV
 	}
-	err := unix.Linkat(unix.AT_FDCWD, fmt.Sprintf("/proc/self/fd/%d", fd), unix.AT_FDCWD, n.abs(p), unix.AT_SYMLINK_FOLLOW)
-	if err != nil {
-		return nil, gofs.ToErrno(err)
-	}
 	var st syscall.Stat_t
 	if err := syscall.Fstat(fd, &st); err != nil {
+		return nil, gofs.ToErrno(err)
+	}
+	// The content reaches the tree with the link: mark it hot first, so a crash before its
+	// records are durable resyncs it.
+	if st.Size > 0 {
+		if err := n.vol.MarkHot(st.Ino, fd, 0, st.Size); err != nil {
+			return nil, toErrno(err)
+		}
+	}
+	err := unix.Linkat(unix.AT_FDCWD, fmt.Sprintf("/proc/self/fd/%d", fd), unix.AT_FDCWD, n.abs(p), unix.AT_SYMLINK_FOLLOW)
+	if err != nil {
 		return nil, gofs.ToErrno(err)
 	}
 	if errno := n.record(journal.OpCreate{Path: p, Mode: st.Mode, Uid: st.Uid, Gid: st.Gid, Ino: st.Ino}); errno != 0 {
@@ -600,6 +614,9 @@ func (n *Node) linkTmpfile(ctx context.Context, target *Node, name, p string, ou
 	}
 	if errno := n.journalContent(fd, p, st.Ino, st.Size); errno != 0 {
 		return nil, errno
+	}
+	if err := n.vol.Sync(); err != nil {
+		return nil, toErrno(err)
 	}
 	out.FromStat(&st)
 	ch := n.NewInode(ctx, target, target.StableAttr())
@@ -609,11 +626,6 @@ func (n *Node) linkTmpfile(ctx context.Context, target *Node, name, p string, ou
 // journalContent journals the data of a file that reached the tree without its writes being
 // journaled (a linked O_TMPFILE), skipping holes.
 func (n *Node) journalContent(fd int, p string, ino uint64, size int64) syscall.Errno {
-	if size > 0 {
-		if err := n.vol.MarkHot(ino, 0, size); err != nil {
-			return toErrno(err)
-		}
-	}
 	buf := make([]byte, 1<<20)
 	for pos := int64(0); pos < size; {
 		data, err := unix.Seek(fd, pos, unix.SEEK_DATA)

@@ -135,9 +135,44 @@ and Append can take the data as a separate part without another copy.
 	OpHot:    | uvarint ino | uvarint region |
 
 Every op carries Ino, the inode number of its object in the source
-filesystem: local replay after a power loss applies data records by inode,
-because a file may have been renamed after the record was written and the
-rename may or may not have reached the disk.
+filesystem: local replay after a crash applies data records by inode, because a
+file may have been renamed after the record was written.
+
+# Replay (the primary's own recovery)
+
+After an unclean stop, the records after the checkpoint seq are replayed into
+the source. Two rules make replay safe against whatever the guest did to the
+namespace, and idempotent (replaying the same records twice, or over a source
+that already holds some of them, gives the same tree):
+
+ 1. A namespace or attribute record (create, mkdir, mknod, symlink, link,
+    unlink, rmdir, rename, setattr, setxattr, removexattr) is appended only
+    after its change is durable in the source (the parent directories of the
+    names it adds or removes, and the object whose attributes it changes, are
+    fsynced), and it is durable in the journal before the guest's call returns.
+    So the source always holds every namespace change the journal holds, and
+    replay never re-applies one: replay applies data records only.
+ 2. A data record (write, truncate, fallocate with mode 0, KEEP_SIZE,
+    PUNCH_HOLE or ZERO_RANGE) sets bytes or a size, so applying it again changes
+    nothing. Replay applies it to the regular file that now has the record's
+    inode number, found by a scan of the source that follows no symlink and
+    opened with openat2(RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS); a record for an
+    inode that no file has any more is skipped (its removal was durable before
+    the removal's record was appended). A record earlier than the latest create
+    record of the same inode number belongs to an earlier file and is skipped.
+    COLLAPSE_RANGE and INSERT_RANGE shift data and are not idempotent: the mount
+    refuses them (the kernel's FUSE client does too) and they never appear in a
+    journal; replay refuses one if it does.
+
+A data record that fails on an existing file (a full or failing source disk)
+stops the mount with the list of such records; the operator either fixes the
+cause and mounts again, or mounts with --skip-unreplayable, which marks those
+files for resync.
+
+The checkpoint (volume package) fsyncs every file written since the previous
+checkpoint, never syncfs, and records a checkpoint seq only once the journal is
+durable up to it: the journal and the source may sit on different disks that
+each lose their unsynced tail at a power loss.
 
 DecodeOp is strict: every length is bounds-checked, integers must be
 minimally encoded, trailing bytes are rejected and paths must be relative,

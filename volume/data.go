@@ -29,19 +29,21 @@ type hotEntry struct {
 	err  error
 }
 
-// hotEpoch is the set of regions recorded hot since the last checkpoint. A checkpoint swaps in
-// a new, empty epoch while no mutation is in flight.
+// hotEpoch is the set of regions recorded hot since the last checkpoint, and the files written
+// in them. A checkpoint swaps in a new, empty epoch while no mutation is in flight.
 type hotEpoch struct {
-	m sync.Map // hotKey -> *hotEntry
+	m     sync.Map // hotKey -> *hotEntry
+	files epochFiles
 }
 
 func newHotEpoch() *hotEpoch { return &hotEpoch{} }
 
 // markHot makes sure every region of [off, off+n) of ino is durably recorded as hot in the
-// current epoch before the caller modifies it (DRBD's activity log). Only the first write to a
-// region per checkpoint epoch pays for a journal sync; concurrent first writers share it, and a
-// range covering many new regions records them all under one sync.
-func (v *Volume) markHot(ino uint64, off, n int64) error {
+// current epoch before the caller modifies it through fd (DRBD's activity log), and that the
+// epoch holds a descriptor of the file for the next checkpoint to fsync. Only the first write to
+// a region per checkpoint epoch pays for a journal sync; concurrent first writers share it, and
+// a range covering many new regions records them all under one sync.
+func (v *Volume) markHot(ino uint64, fd int, off, n int64) error {
 	if n <= 0 {
 		n = 1
 	}
@@ -75,6 +77,14 @@ func (v *Volume) markHot(ino uint64, off, n int64) error {
 		mineE = append(mineE, he)
 	}
 	if len(mine) > 0 {
+		if err := ep.files.add(ino, fd); err != nil {
+			for i, he := range mineE {
+				he.err = err
+				ep.m.Delete(mine[i])
+				close(he.done)
+			}
+			return err
+		}
 		t0 := time.Now()
 		var seq journal.Seq
 		var err error
@@ -146,7 +156,7 @@ func (v *Volume) write(t Target, ino uint64, fd int, data []byte, off int64) (in
 	}
 	path, ok := t.JournalPath()
 	if ok {
-		if err := v.markHot(ino, off, int64(len(data))); err != nil {
+		if err := v.markHot(ino, fd, off, int64(len(data))); err != nil {
 			return 0, fmt.Errorf("%w: %w", errJournal, err)
 		}
 		var hdr [128]byte
@@ -166,16 +176,16 @@ func (v *Volume) write(t Target, ino uint64, fd int, data []byte, off int64) (in
 
 // DataOp journals the op mk builds for the file's current path (a truncate or fallocate of ino)
 // with the region [hotOff, hotOff+hotLen) marked hot, then runs do, which performs it on the
-// backing file.
-func (v *Volume) DataOp(t Target, ino uint64, mk func(path string) journal.Op, hotOff, hotLen int64, do func() error) error {
-	err := v.dataOp(t, ino, mk, hotOff, hotLen, do)
+// backing file open as fd.
+func (v *Volume) DataOp(t Target, ino uint64, fd int, mk func(path string) journal.Op, hotOff, hotLen int64, do func() error) error {
+	err := v.dataOp(t, ino, fd, mk, hotOff, hotLen, do)
 	if v.journalFull(err) {
-		err = v.dataOp(t, ino, mk, hotOff, hotLen, do)
+		err = v.dataOp(t, ino, fd, mk, hotOff, hotLen, do)
 	}
 	return err
 }
 
-func (v *Volume) dataOp(t Target, ino uint64, mk func(path string) journal.Op, hotOff, hotLen int64, do func() error) error {
+func (v *Volume) dataOp(t Target, ino uint64, fd int, mk func(path string) journal.Op, hotOff, hotLen int64, do func() error) error {
 	v.opLock.RLock()
 	defer v.opLock.RUnlock()
 	if err := v.Writable(); err != nil {
@@ -183,7 +193,7 @@ func (v *Volume) dataOp(t Target, ino uint64, mk func(path string) journal.Op, h
 	}
 	path, ok := t.JournalPath()
 	if ok {
-		if err := v.markHot(ino, hotOff, hotLen); err != nil {
+		if err := v.markHot(ino, fd, hotOff, hotLen); err != nil {
 			return fmt.Errorf("%w: %w", errJournal, err)
 		}
 		op := mk(path)
@@ -207,15 +217,17 @@ func (v *Volume) LockNamespace() (unlock func()) {
 	return v.opLock.Unlock
 }
 
-// Record journals a namespace or attribute op that has already been applied to the source.
-// The caller holds LockNamespace. If the journal refuses it, the path is marked for resync so
-// the replica cannot silently miss the change.
+// Record journals a namespace or attribute op that has already been applied to the source. The
+// caller holds LockNamespace. The change is made durable in the source first and the record in
+// the journal before Record returns, so replay never has to re-apply it (journal/doc.go,
+// "Replay"). Data ops (the content of a linked O_TMPFILE) are only appended: the caller syncs.
+// If the source or the journal fails, the path is marked for resync so the replica cannot
+// silently miss the change.
 func (v *Volume) Record(op journal.Op) error {
 	if err := v.Writable(); err != nil {
 		return err
 	}
-	b := journal.EncodeOp(op)
-	if _, err := v.j.Append(op.Type(), b); err != nil {
+	resync := func(err error) {
 		p := journal.OpPath(op)
 		switch o := op.(type) {
 		case journal.OpLink:
@@ -223,8 +235,20 @@ func (v *Volume) Record(op journal.Op) error {
 		case journal.OpRename:
 			p = o.NewPath
 		}
-		v.resyncLater(p, 0, -1, "journal append failed: "+err.Error())
-		return fmt.Errorf("journal %T: %w", op, err)
+		v.resyncLater(p, 0, -1, err.Error())
+	}
+	if err := v.metaDurable(op); err != nil {
+		resync(fmt.Errorf("source not durable: %w", err))
+		return fmt.Errorf("make %s durable: %w", op.Type(), err)
+	}
+	b := journal.EncodeOp(op)
+	seq, err := v.j.Append(op.Type(), b)
+	if err == nil && !isData(op) {
+		err = v.j.Sync(seq)
+	}
+	if err != nil {
+		resync(fmt.Errorf("journal append failed: %w", err))
+		return fmt.Errorf("journal %s: %w", op.Type(), err)
 	}
 	v.appended.Add(int64(len(b)))
 	return nil
@@ -255,8 +279,8 @@ func pwriteFull(fd int, data []byte, off int64) (int, error) {
 }
 
 // MarkHot records [off, off+n) of ino hot, for data that reaches a source file outside Write
-// (a linked O_TMPFILE). The caller holds LockNamespace.
-func (v *Volume) MarkHot(ino uint64, off, n int64) error { return v.markHot(ino, off, n) }
+// (a linked O_TMPFILE open as fd). The caller holds LockNamespace.
+func (v *Volume) MarkHot(ino uint64, fd int, off, n int64) error { return v.markHot(ino, fd, off, n) }
 
 // OnJournalFull installs fn, called (without locks held) when the journal's filesystem is full
 // before drfs retries: the shipper degrades the journal to a dirty-extent map there, so the

@@ -4,13 +4,13 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
 
+	"drfs/internal/fsutil"
 	"drfs/journal"
 )
 
@@ -49,7 +49,7 @@ func (v *Volume) recover() error {
 	if err != nil {
 		return fmt.Errorf("scan source: %w", err)
 	}
-	rp := newReplayer(v.src, cur)
+	rp := newReplayer(v.srcFd, cur)
 	if last > ck {
 		if err := v.j.Read(journal.Seq(ck+1), journal.Seq(last), rp.scan); err != nil {
 			return fmt.Errorf("scan journal: %w", err)
@@ -85,11 +85,24 @@ func (v *Volume) recover() error {
 	v.start.ChangedBack = len(exts)
 
 	if v.start.Unclean && last > ck {
-		if err := v.j.Read(journal.Seq(ck+1), journal.Seq(last), rp.apply); err != nil {
+		err := v.j.Read(journal.Seq(ck+1), journal.Seq(last), rp.apply)
+		if cerr := rp.close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
 			return fmt.Errorf("replay journal: %w", err)
 		}
-		rp.close()
 		v.start.Replayed = rp.applied
+		if len(rp.failed) > 0 {
+			if !v.cfg.SkipUnreplayable {
+				return unreplayableError(rp.failed)
+			}
+			for _, f := range rp.failed {
+				v.logf("replay: seq %d (%s of %s) skipped by operator's choice: %v", f.Seq, f.Op, f.Path, f.Err)
+				exts = append(exts, Extent{Path: f.Path, Len: -1, Reason: fmt.Sprintf("journal record %d could not be replayed: %v", f.Seq, f.Err), Since: now})
+			}
+			v.start.Unreplayable = len(rp.failed)
+		}
 		rs := v.cfg.RegionSize
 		for k := range rp.hot {
 			p, ok := rp.where[k.ino]
@@ -104,31 +117,42 @@ func (v *Volume) recover() error {
 		return fmt.Errorf("record resync: %w", err)
 	}
 	if v.start.Replayed > 0 {
-		cur = nil // replay changed the tree: scan it again
+		cur = nil // replay changed the files: scan them again
 	}
 	return v.checkpoint(cur)
 }
 
-// replayer re-applies journal records to the source tree idempotently. Data records are
-// applied by inode (the file may have been renamed since, and the rename may or may not have
-// reached the disk); namespace records only when the object they name is still the one the
-// record was made for.
+// replayer re-applies the data records (write, truncate, fallocate) of the journal to the source
+// files after an unclean stop, by inode: a file may have been renamed after its records were
+// written. Namespace and attribute records are never re-applied: each was durable in the
+// source before it was journaled (Record), so the source already holds it. Every data record
+// is idempotent (it sets bytes or a size), so replaying the same journal twice, or over a source
+// that already holds some of it, gives the same files. Files are opened beneath the source with
+// openat2(RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS), must still be the inode the record names and
+// must be regular files: whatever the guest did to the namespace, replay writes nowhere else.
 type replayer struct {
-	src     string
-	where   map[uint64]string // recorded ino -> current path
-	actual  map[uint64]uint64 // recorded ino -> inode it has now (differs when replay re-created it)
+	srcFd   int
+	where   map[uint64]string // inode -> a path of it in the current tree
 	touched map[uint64]bool
 	born    map[uint64]journal.Seq // ino -> seq of its latest create record
 	hot     map[hotKey]bool
-	fds     map[uint64]*os.File
+	fds     map[uint64]int
 	applied int
+	failed  []replayFailure
 }
 
-func newReplayer(src string, cur map[string]FileStat) *replayer {
+// replayFailure is a data record that could not be applied to an existing file.
+type replayFailure struct {
+	Seq  journal.Seq
+	Op   journal.RecordType
+	Path string
+	Err  error
+}
+
+func newReplayer(srcFd int, cur map[string]FileStat) *replayer {
 	rp := &replayer{
-		src: src, where: map[uint64]string{}, actual: map[uint64]uint64{},
-		touched: map[uint64]bool{}, born: map[uint64]journal.Seq{}, hot: map[hotKey]bool{},
-		fds: map[uint64]*os.File{},
+		srcFd: srcFd, where: map[uint64]string{}, touched: map[uint64]bool{},
+		born: map[uint64]journal.Seq{}, hot: map[hotKey]bool{}, fds: map[uint64]int{},
 	}
 	for p, st := range cur {
 		if _, ok := rp.where[st.Ino]; !ok || p < rp.where[st.Ino] {
@@ -155,266 +179,116 @@ func (rp *replayer) scan(r journal.Record) error {
 	return nil
 }
 
-func (rp *replayer) abs(p string) string { return filepath.Join(rp.src, p) }
-
-func (rp *replayer) inoNow(rec uint64) uint64 {
-	if a, ok := rp.actual[rec]; ok {
-		return a
-	}
-	return rec
-}
-
-// is reports whether path p currently holds the object recorded as ino.
-func (rp *replayer) is(p string, ino uint64) bool {
-	var st unix.Stat_t
-	return unix.Lstat(rp.abs(p), &st) == nil && st.Ino == rp.inoNow(ino)
-}
-
-func (rp *replayer) file(ino uint64) (*os.File, error) {
-	if f, ok := rp.fds[ino]; ok {
-		return f, nil
+// file opens the regular file that now has inode ino for writing, or reports os.ErrNotExist when
+// no file of the tree has it any more.
+func (rp *replayer) file(ino uint64) (int, error) {
+	if fd, ok := rp.fds[ino]; ok {
+		return fd, nil
 	}
 	p, ok := rp.where[ino]
 	if !ok {
-		return nil, os.ErrNotExist
+		return -1, os.ErrNotExist
 	}
-	f, err := os.OpenFile(rp.abs(p), os.O_WRONLY|syscall.O_NOFOLLOW, 0)
+	fd, err := fsutil.OpenBeneath(rp.srcFd, p, unix.O_WRONLY|unix.O_NONBLOCK|unix.O_NOCTTY, 0)
 	if err != nil {
-		return nil, err
+		return -1, err
 	}
-	rp.fds[ino] = f
-	return f, nil
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		unix.Close(fd)
+		return -1, err
+	}
+	if st.Ino != ino || st.Mode&unix.S_IFMT != unix.S_IFREG {
+		unix.Close(fd)
+		return -1, os.ErrNotExist
+	}
+	rp.fds[ino] = fd
+	return fd, nil
 }
 
-func (rp *replayer) close() {
-	for _, f := range rp.fds {
-		f.Close()
+// close fsyncs and closes every file replay wrote.
+func (rp *replayer) close() error {
+	var errs []error
+	for ino, fd := range rp.fds {
+		if err := unix.Fsync(fd); err != nil {
+			errs = append(errs, fmt.Errorf("fsync %s: %w", rp.where[ino], err))
+		}
+		unix.Close(fd)
 	}
-	rp.fds = map[uint64]*os.File{}
+	rp.fds = map[uint64]int{}
+	return errors.Join(errs...)
 }
 
-// apply is the second pass. Errors that mean "this object no longer exists" skip the record:
-// its removal is journaled later or happened before the crash.
+// apply is the second pass. A record whose file no longer exists is skipped: its removal was
+// durable before the removal's record was appended. A record that fails on an existing file is
+// kept in rp.failed.
 func (rp *replayer) apply(r journal.Record) error {
 	op, err := journal.DecodeOp(r.Type, r.Payload)
 	if err != nil {
 		return fmt.Errorf("seq %d: %w", r.Seq, err)
 	}
+	if !isData(op) {
+		return nil
+	}
 	ino := journal.OpIno(op)
-	if b, ok := rp.born[ino]; ok && r.Seq < b && isData(op) {
+	if b, ok := rp.born[ino]; ok && r.Seq < b {
 		return nil // an earlier file that had this inode number
 	}
-	err = rp.applyOp(op, ino)
-	if errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ELOOP) || errors.Is(err, syscall.ENOTDIR) {
-		return nil
+	fd, err := rp.file(ino)
+	if err == nil {
+		err = applyData(fd, op)
 	}
-	if err != nil {
-		return fmt.Errorf("replay seq %d (%T): %w", r.Seq, op, err)
+	switch {
+	case err == nil:
+		rp.applied++
+	case errors.Is(err, os.ErrNotExist), errors.Is(err, unix.ENOENT), errors.Is(err, unix.ELOOP),
+		errors.Is(err, unix.ENOTDIR), errors.Is(err, unix.EXDEV):
+		// Gone, or no longer reachable without a symlink: not a file of this volume any more.
+	default:
+		rp.failed = append(rp.failed, replayFailure{Seq: r.Seq, Op: op.Type(), Path: rp.where[ino], Err: err})
 	}
-	rp.applied++
 	return nil
 }
 
-func (rp *replayer) applyOp(op journal.Op, ino uint64) error {
+func applyData(fd int, op journal.Op) error {
 	switch o := op.(type) {
-	case journal.OpHot:
-		return nil
 	case journal.OpWrite:
-		f, err := rp.file(ino)
-		if err != nil {
-			return err
-		}
-		_, err = pwriteFull(int(f.Fd()), o.Data, o.Off)
+		_, err := pwriteFull(fd, o.Data, o.Off)
 		return err
 	case journal.OpTruncate:
-		f, err := rp.file(ino)
-		if err != nil {
-			return err
-		}
-		return f.Truncate(o.Size)
+		return unix.Ftruncate(fd, o.Size)
 	case journal.OpFallocate:
-		f, err := rp.file(ino)
-		if err != nil {
-			return err
+		if o.Mode&^(unix.FALLOC_FL_KEEP_SIZE|unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_ZERO_RANGE) != 0 {
+			// Collapse and insert shift data: applying one twice is not idempotent. The
+			// mount never journals them (fs refuses them, as the kernel's FUSE does).
+			return fmt.Errorf("fallocate mode %#x cannot be replayed", o.Mode)
 		}
-		return unix.Fallocate(int(f.Fd()), o.Mode, o.Off, o.Len)
-	case journal.OpCreate, journal.OpMkdir, journal.OpMknod, journal.OpSymlink:
-		return rp.create(op, ino)
-	case journal.OpLink:
-		if _, err := os.Lstat(rp.abs(o.NewPath)); err == nil {
-			return nil
-		}
-		old, ok := rp.where[ino]
-		if !ok {
-			return os.ErrNotExist
-		}
-		return os.Link(rp.abs(old), rp.abs(o.NewPath))
-	case journal.OpUnlink:
-		if !rp.is(o.Path, ino) {
-			return nil
-		}
-		rp.forget(o.Path, ino)
-		return unix.Unlink(rp.abs(o.Path))
-	case journal.OpRmdir:
-		if !rp.is(o.Path, ino) {
-			return nil
-		}
-		rp.forget(o.Path, ino)
-		return unix.Rmdir(rp.abs(o.Path))
-	case journal.OpRename:
-		if !rp.is(o.OldPath, ino) {
-			return nil
-		}
-		var other uint64
-		var st unix.Stat_t
-		hasOther := unix.Lstat(rp.abs(o.NewPath), &st) == nil
-		if hasOther {
-			other = st.Ino
-		}
-		if err := unix.Renameat2(unix.AT_FDCWD, rp.abs(o.OldPath), unix.AT_FDCWD, rp.abs(o.NewPath), uint(o.Flags)); err != nil {
-			return err
-		}
-		rp.moved(o.OldPath, o.NewPath)
-		if o.Flags&unix.RENAME_EXCHANGE != 0 && hasOther {
-			for rec, now := range rp.actual {
-				if now == other {
-					rp.where[rec] = o.OldPath
-				}
-			}
-			if _, ok := rp.actual[other]; !ok {
-				rp.where[other] = o.OldPath
-			}
-		}
-		return nil
-	case journal.OpSetattr:
-		p, ok := rp.where[ino]
-		if !ok {
-			return os.ErrNotExist
-		}
-		return applySetattr(rp.abs(p), o)
-	case journal.OpSetxattr:
-		p, ok := rp.where[ino]
-		if !ok {
-			return os.ErrNotExist
-		}
-		return unix.Lsetxattr(rp.abs(p), o.Name, o.Value, int(o.Flags))
-	case journal.OpRemovexattr:
-		p, ok := rp.where[ino]
-		if !ok {
-			return os.ErrNotExist
-		}
-		err := unix.Lremovexattr(rp.abs(p), o.Name)
-		if errors.Is(err, unix.ENODATA) {
-			return nil
-		}
-		return err
+		return unix.Fallocate(fd, o.Mode, o.Off, o.Len)
 	}
-	return fmt.Errorf("unknown op %T", op)
+	return fmt.Errorf("unknown data op %T", op)
 }
 
-func (rp *replayer) create(op journal.Op, ino uint64) error {
-	var p string
-	var uid, gid uint32
-	switch o := op.(type) {
-	case journal.OpCreate:
-		p, uid, gid = o.Path, o.Uid, o.Gid
-	case journal.OpMkdir:
-		p, uid, gid = o.Path, o.Uid, o.Gid
-	case journal.OpMknod:
-		p, uid, gid = o.Path, o.Uid, o.Gid
-	case journal.OpSymlink:
-		p, uid, gid = o.Path, o.Uid, o.Gid
-	}
-	var st unix.Stat_t
-	if err := unix.Lstat(rp.abs(p), &st); err == nil {
-		if st.Ino == rp.inoNow(ino) {
-			rp.where[ino] = p
-		}
-		return nil
-	}
-	var err error
-	switch o := op.(type) {
-	case journal.OpCreate:
-		var fd int
-		fd, err = unix.Open(rp.abs(p), unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY|unix.O_CLOEXEC, o.Mode&07777)
-		if err == nil {
-			unix.Close(fd)
-		}
-	case journal.OpMkdir:
-		err = unix.Mkdir(rp.abs(p), o.Mode&07777)
-	case journal.OpMknod:
-		err = unix.Mknod(rp.abs(p), o.Mode, int(o.Rdev))
-	case journal.OpSymlink:
-		err = unix.Symlink(o.Target, rp.abs(p))
-	}
-	if err != nil {
-		return err
-	}
-	_ = unix.Lchown(rp.abs(p), int(uid), int(gid))
-	if err := unix.Lstat(rp.abs(p), &st); err != nil {
-		return err
-	}
-	rp.where[ino] = p
-	rp.actual[ino] = st.Ino
-	return nil
-}
-
-func (rp *replayer) forget(p string, ino uint64) {
-	if rp.where[ino] == p {
-		delete(rp.where, ino)
-	}
-	if f, ok := rp.fds[ino]; ok {
-		f.Close()
-		delete(rp.fds, ino)
-	}
-}
-
-// moved rewrites every known path at or below old to live below new.
-func (rp *replayer) moved(old, new string) {
-	for ino, p := range rp.where {
-		if p == old {
-			rp.where[ino] = new
-		} else if strings.HasPrefix(p, old+"/") {
-			rp.where[ino] = new + p[len(old):]
-		}
-	}
-}
-
-func applySetattr(p string, o journal.OpSetattr) error {
-	if o.Valid&journal.SetMode != 0 {
-		if err := unix.Fchmodat(unix.AT_FDCWD, p, o.Mode&07777, 0); err != nil && !errors.Is(err, unix.EOPNOTSUPP) {
-			return err
-		}
-	}
-	if o.Valid&(journal.SetUid|journal.SetGid) != 0 {
-		uid, gid := -1, -1
-		if o.Valid&journal.SetUid != 0 {
-			uid = int(o.Uid)
-		}
-		if o.Valid&journal.SetGid != 0 {
-			gid = int(o.Gid)
-		}
-		if err := unix.Lchown(p, uid, gid); err != nil {
-			return err
-		}
-	}
-	if o.Valid&(journal.SetAtime|journal.SetMtime) != 0 {
-		ts := []unix.Timespec{{Nsec: unix.UTIME_OMIT}, {Nsec: unix.UTIME_OMIT}}
-		if o.Valid&journal.SetAtime != 0 {
-			ts[0] = unix.NsecToTimespec(o.Atime)
-		}
-		if o.Valid&journal.SetMtime != 0 {
-			ts[1] = unix.NsecToTimespec(o.Mtime)
-		}
-		return unix.UtimesNanoAt(unix.AT_FDCWD, p, ts, unix.AT_SYMLINK_NOFOLLOW)
-	}
-	return nil
-}
-
+// isData reports whether op changes a file's content: the only records replay applies.
 func isData(op journal.Op) bool {
 	switch op.(type) {
-	case journal.OpWrite, journal.OpTruncate, journal.OpFallocate, journal.OpSetattr, journal.OpSetxattr, journal.OpRemovexattr:
+	case journal.OpWrite, journal.OpTruncate, journal.OpFallocate:
 		return true
 	}
 	return false
+}
+
+// ErrUnreplayable is wrapped by the error Open returns when journal records could not be
+// replayed into existing source files after an unclean stop.
+var ErrUnreplayable = errors.New("volume: journal records could not be replayed")
+
+func unreplayableError(failed []replayFailure) error {
+	var sb strings.Builder
+	for i, f := range failed {
+		if i == 5 {
+			fmt.Fprintf(&sb, "\n  ... and %d more", len(failed)-i)
+			break
+		}
+		fmt.Fprintf(&sb, "\n  seq %d: %s of %s: %v", f.Seq, f.Op, f.Path, f.Err)
+	}
+	return fmt.Errorf("%w after an unclean stop (%d records):%s\nnothing was lost yet: fix the cause (a full or failing source disk) and mount again; or mount with --skip-unreplayable to start without them: those files may then lack the guest's last writes, and they are marked for resync so the replica matches this side", ErrUnreplayable, len(failed), sb.String())
 }

@@ -45,6 +45,11 @@ type Config struct {
 	CheckpointInterval time.Duration // < 0 disables the periodic checkpoint
 	CheckpointBytes    int64         // checkpoint early when this much journal accumulated
 
+	// SkipUnreplayable starts the volume even when journal records cannot be replayed into
+	// existing source files after an unclean stop (the operator's explicit choice); those
+	// files are marked for resync. Without it Open refuses with ErrUnreplayable.
+	SkipUnreplayable bool
+
 	Logf func(format string, args ...any)
 
 	allowDemoted bool // Diverge opens a demoted state to read its journal
@@ -54,7 +59,7 @@ type Config struct {
 type Volume struct {
 	cfg    Config
 	src    string // absolute, symlinks resolved
-	srcFd  int    // directory fd of src, for syncfs
+	srcFd  int    // directory fd of src: every path from a record is resolved beneath it
 	lock   *os.File
 	meta   *Meta
 	j      *journal.Journal
@@ -94,6 +99,8 @@ type StartInfo struct {
 	Replayed    int                  // journal records replayed into source files
 	HotRegions  int                  // activity-log regions marked for resync
 	ChangedBack int                  // files changed behind drfs's back, marked for resync
+	// Unreplayable counts records skipped at replay by the operator's choice (SkipUnreplayable).
+	Unreplayable int
 }
 
 // Open validates cfg, locks the state directory, recovers and returns a volume ready for
@@ -162,7 +169,6 @@ func Open(cfg Config) (_ *Volume, err error) {
 	if err := v.recover(); err != nil {
 		return nil, err
 	}
-	v.hot.Store(newHotEpoch())
 	if err := v.meta.SetRunning(true); err != nil {
 		return nil, fmt.Errorf("mark running: %w", err)
 	}
@@ -367,12 +373,24 @@ func (v *Volume) checkpoint(files map[string]FileStat) error {
 	// backing syscall, so every record <= seq has reached a source file.
 	v.opLock.Lock()
 	seq := v.j.LastSeq()
-	v.hot.Store(newHotEpoch())
+	old := v.hot.Load()
+	next := newHotEpoch()
+	v.hot.Store(next)
 	appended := v.appended.Load()
 	v.opLock.Unlock()
 
-	if err := unix.Syncfs(v.srcFd); err != nil {
-		return fmt.Errorf("syncfs %s: %w", v.src, err)
+	// Every file written since the last checkpoint, and nothing else: syncfs would be ignored
+	// by a FUSE-backed source and would flush other tenants' data on a shared one. Namespace
+	// and attribute changes were made durable when they happened (Record).
+	if old != nil {
+		if err := old.files.syncAll(&next.files); err != nil {
+			return fmt.Errorf("sync source files: %w", err)
+		}
+	}
+	// The journal may sit on another disk: a checkpoint seq beyond what the journal made
+	// durable would, after a power loss, point past the journal's end.
+	if err := v.j.Sync(seq); err != nil {
+		return fmt.Errorf("sync journal: %w", err)
 	}
 	if files == nil {
 		var err error
@@ -443,6 +461,9 @@ func (v *Volume) Close() error {
 
 func (v *Volume) closeFiles() error {
 	var errs []error
+	if ep := v.hot.Load(); ep != nil {
+		ep.files.closeAll()
+	}
 	if v.j != nil {
 		errs = append(errs, v.j.Close())
 		v.j = nil

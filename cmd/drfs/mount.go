@@ -33,7 +33,7 @@ type mountCommand struct {
 	mountpoint                   string
 	checkpoint                   time.Duration
 	segmentSize                  string
-	debug                        bool
+	debug, skipUnreplayable      bool
 	repl                         replicationFlags
 }
 
@@ -93,6 +93,7 @@ func (c *mountCommand) ParseFlags(args []string) error {
 	fs.DurationVar(&c.checkpoint, "checkpoint-interval", volume.DefaultCheckpointInterval, "how often source files are synced and the journal trimmed")
 	fs.StringVar(&c.segmentSize, "segment-size", "64M", "size of a journal segment file (preallocated)")
 	fs.BoolVar(&c.debug, "debug", false, "log every FUSE request")
+	fs.BoolVar(&c.skipUnreplayable, "skip-unreplayable", false, "after a crash, start even if journal records cannot be replayed into the source (those files are marked for resync)")
 	c.repl.register(fs)
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "Usage: drfs mount --source DIR --state DIR [--volume NAME] [--metrics ADDR] MOUNTPOINT")
@@ -124,6 +125,7 @@ func (c *mountCommand) Run(ctx context.Context) error {
 	vol, err := volume.Open(volume.Config{
 		Source: c.source, State: c.state, Mountpoint: c.mountpoint, Name: c.name,
 		CheckpointInterval: c.checkpoint, SegmentSize: seg, Logf: logger.Printf,
+		SkipUnreplayable: c.skipUnreplayable,
 	})
 	if err != nil {
 		return err

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+
+	"golang.org/x/sys/unix"
 )
 
 // SyncDir fsyncs a directory, so the creations, renames and removals in it are durable.
@@ -46,4 +48,24 @@ func WriteFileAtomic(path string, b []byte, perm os.FileMode) error {
 		return err
 	}
 	return SyncDir(filepath.Dir(path))
+}
+
+// ResolveBeneath is the openat2 resolve mode for every path taken from a journal record, a
+// change log or a peer: the path stays below the directory it is resolved from and no symlink
+// (nor /proc magic link) is followed anywhere along it.
+const ResolveBeneath = unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS
+
+// OpenBeneath opens p relative to the directory dirfd with openat2(ResolveBeneath), adding
+// O_CLOEXEC and O_NOFOLLOW: a final symlink is not followed either (with O_PATH it is opened as
+// the link itself). p "." opens dirfd's directory again.
+func OpenBeneath(dirfd int, p string, flags int, mode uint32) (int, error) {
+	how := &unix.OpenHow{Flags: uint64(flags | unix.O_CLOEXEC | unix.O_NOFOLLOW), Mode: uint64(mode), Resolve: ResolveBeneath}
+	for try := 0; ; try++ {
+		fd, err := unix.Openat2(dirfd, p, how)
+		// EAGAIN: a rename elsewhere on the system raced the resolution; it is safe to retry.
+		if (err == unix.EINTR || err == unix.EAGAIN) && try < 100 {
+			continue
+		}
+		return fd, err
+	}
 }

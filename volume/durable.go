@@ -1,0 +1,189 @@
+package volume
+
+import (
+	"errors"
+	"fmt"
+	"path/filepath"
+	"sync"
+
+	"golang.org/x/sys/unix"
+
+	"drfs/internal/fsutil"
+	"drfs/journal"
+)
+
+// Durability rests on fsync and fdatasync of exactly the files and directories concerned,
+// never on syncfs(2): a FUSE- or network-backed source ignores it, and on a shared filesystem
+// it flushes every other tenant's data too. Two rules (journal/doc.go, "Replay"):
+//
+//   - A namespace or attribute op is durable in the source before its record is appended, and
+//     its record is durable in the journal before the op returns. Replay therefore never
+//     re-applies one: the source already holds every namespace op the journal holds.
+//   - Data (write, truncate, fallocate) reaches the source without a sync; the checkpoint
+//     fsyncs every file written since the previous checkpoint (the epoch's files) before
+//     it records its seq, and only up to a seq the journal has made durable.
+
+// metaDurable makes what op changed in the source durable: the directories whose entries it
+// created or removed, and the object whose attributes it changed. The caller holds the
+// namespace lock, so the tree cannot move under it.
+func (v *Volume) metaDurable(op journal.Op) error {
+	var objs, dirs []string
+	switch o := op.(type) {
+	case journal.OpCreate:
+		objs, dirs = []string{o.Path}, []string{parentDir(o.Path)}
+	case journal.OpMkdir:
+		objs, dirs = []string{o.Path}, []string{parentDir(o.Path)}
+	case journal.OpMknod:
+		dirs = []string{parentDir(o.Path)}
+	case journal.OpSymlink:
+		dirs = []string{parentDir(o.Path)}
+	case journal.OpLink:
+		objs, dirs = []string{o.NewPath}, []string{parentDir(o.NewPath)}
+	case journal.OpUnlink:
+		dirs = []string{parentDir(o.Path)}
+	case journal.OpRmdir:
+		dirs = []string{parentDir(o.Path)}
+	case journal.OpRename:
+		dirs = []string{parentDir(o.OldPath)}
+		if d := parentDir(o.NewPath); d != dirs[0] {
+			dirs = append(dirs, d)
+		}
+	case journal.OpSetattr:
+		objs = []string{o.Path}
+	case journal.OpSetxattr:
+		objs = []string{o.Path}
+	case journal.OpRemovexattr:
+		objs = []string{o.Path}
+	default:
+		return nil // data ops are made durable by the checkpoint
+	}
+	for _, p := range objs {
+		if err := v.syncObject(p); err != nil {
+			return err
+		}
+	}
+	for _, d := range dirs {
+		if err := v.syncPath(d, unix.O_RDONLY|unix.O_DIRECTORY); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func parentDir(p string) string { return filepath.Dir(p) }
+
+// syncObject fsyncs a regular file or directory at p. Other objects (symlinks, fifos, device
+// nodes) cannot be fsynced on Linux, and opening a device could have side effects: their
+// parent directory is fsynced instead, which on journaling filesystems commits their inode too.
+func (v *Volume) syncObject(p string) error {
+	fd, err := fsutil.OpenBeneath(v.srcFd, p, unix.O_PATH, 0)
+	if err != nil {
+		return fmt.Errorf("open %s: %w", p, err)
+	}
+	var st unix.Stat_t
+	err = unix.Fstat(fd, &st)
+	unix.Close(fd)
+	if err != nil {
+		return fmt.Errorf("stat %s: %w", p, err)
+	}
+	switch st.Mode & unix.S_IFMT {
+	case unix.S_IFREG:
+		return v.syncPath(p, unix.O_RDONLY|unix.O_NONBLOCK)
+	case unix.S_IFDIR:
+		return v.syncPath(p, unix.O_RDONLY|unix.O_DIRECTORY)
+	}
+	return v.syncPath(parentDir(p), unix.O_RDONLY|unix.O_DIRECTORY)
+}
+
+func (v *Volume) syncPath(p string, flags int) error {
+	fd, err := fsutil.OpenBeneath(v.srcFd, p, flags, 0)
+	if err != nil {
+		return fmt.Errorf("open %s: %w", p, err)
+	}
+	defer unix.Close(fd)
+	if err := unix.Fsync(fd); err != nil {
+		return fmt.Errorf("fsync %s: %w", p, err)
+	}
+	return nil
+}
+
+// epochFiles holds a descriptor of every file written since the last checkpoint: the files the
+// next checkpoint fsyncs. A descriptor is duplicated at the first write to the file in the
+// epoch (the first markHot), so it stays valid after the guest closes its own, and after a
+// rename or unlink.
+type epochFiles struct {
+	mu  sync.Mutex
+	fds map[uint64]int // backing inode -> dup'ed descriptor
+}
+
+// add remembers fd for ino unless the epoch already has one.
+func (e *epochFiles) add(ino uint64, fd int) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if _, ok := e.fds[ino]; ok {
+		return nil
+	}
+	dup, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("dup descriptor of inode %d: %w", ino, err)
+	}
+	if e.fds == nil {
+		e.fds = map[uint64]int{}
+	}
+	e.fds[ino] = dup
+	return nil
+}
+
+// syncAll fsyncs every file of the epoch, two at a time, and closes the descriptors. A file
+// whose sync fails is handed to carry (the next epoch), so that checkpoint syncs it again; the
+// error is returned.
+func (e *epochFiles) syncAll(carry *epochFiles) error {
+	e.mu.Lock()
+	fds := e.fds
+	e.fds = nil
+	e.mu.Unlock()
+	type res struct {
+		ino uint64
+		fd  int
+		err error
+	}
+	work := make(chan res)
+	out := make(chan res)
+	const workers = 2
+	for range workers {
+		go func() {
+			for r := range work {
+				r.err = unix.Fsync(r.fd)
+				out <- r
+			}
+		}()
+	}
+	go func() {
+		for ino, fd := range fds {
+			work <- res{ino: ino, fd: fd}
+		}
+		close(work)
+	}()
+	var errs []error
+	for range len(fds) {
+		r := <-out
+		if r.err != nil {
+			errs = append(errs, fmt.Errorf("fsync inode %d: %w", r.ino, r.err))
+			if carry != nil && carry.add(r.ino, r.fd) != nil {
+				errs = append(errs, fmt.Errorf("inode %d will not be synced again", r.ino))
+			}
+		}
+		unix.Close(r.fd)
+	}
+	return errors.Join(errs...)
+}
+
+// closeAll drops the descriptors without syncing (the volume failed to open).
+func (e *epochFiles) closeAll() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, fd := range e.fds {
+		unix.Close(fd)
+	}
+	e.fds = nil
+}
