@@ -34,59 +34,11 @@ func maxCompressed(n int64) int64 {
 // length.
 func Decode(r io.Reader, lim Limits) (*Log, error) {
 	lim = lim.withDefaults()
-
-	// Magic, version, kind, reserved, volume id length.
-	hdr := make([]byte, prefixSize, prefixSize+MaxVolumeIDLen+fixedFields+crcSize)
-	n, err := io.ReadFull(r, hdr)
-	if n >= len(magic) && string(hdr[:len(magic)]) != magic {
-		return nil, fmt.Errorf("%w: bad magic %q, not a change log", ErrBadLog, hdr[:len(magic)])
-	}
-	if n >= len(magic)+2 {
-		if v := binary.LittleEndian.Uint16(hdr[8:]); v != Version {
-			return nil, fmt.Errorf("%w: version %d (want %d)", ErrVersion, v, Version)
-		}
-	}
+	h, hd, err := decodeHeader(r, lim)
 	if err != nil {
-		return nil, truncated("header", err)
+		return nil, err
 	}
-	idLen := int(hdr[12])
-	if idLen > MaxVolumeIDLen {
-		// Checked before the CRC so the read below stays bounded. No
-		// encoder writes this, so it is taken for corruption.
-		return nil, fmt.Errorf("%w: volume id length %d > %d (corrupt header)", ErrChecksum, idLen, MaxVolumeIDLen)
-	}
-	hdr = hdr[:prefixSize+idLen+fixedFields+crcSize]
-	if _, err := io.ReadFull(r, hdr[prefixSize:]); err != nil {
-		return nil, truncated("header", err)
-	}
-	crcOff := len(hdr) - crcSize
-	if got, want := crc32.Checksum(hdr[:crcOff], castagnoli), binary.LittleEndian.Uint32(hdr[crcOff:]); got != want {
-		return nil, fmt.Errorf("%w: header (got %08x, want %08x)", ErrChecksum, got, want)
-	}
-
-	var h Header
-	h.Kind = Kind(hdr[10])
-	h.VolumeID = string(hdr[prefixSize : prefixSize+idLen])
-	f := hdr[prefixSize+idLen:]
-	field := func(i int) uint64 { return binary.LittleEndian.Uint64(f[8*i:]) }
-	h.Generation, h.FromSeq, h.ToSeq = field(0), field(1), field(2)
-	h.Created = time.Unix(0, int64(field(3))).UTC()
-	opCount, rawLen, compLen := field(4), field(5), field(6)
-	if hdr[11] != 0 {
-		return nil, fmt.Errorf("%w: reserved header byte %#02x", ErrBadLog, hdr[11])
-	}
-	if err := h.validate(); err != nil {
-		return nil, fmt.Errorf("%w: header: %v", ErrBadLog, err)
-	}
-	if rawLen > uint64(lim.MaxBodyBytes) {
-		return nil, fmt.Errorf("%w: body of %d bytes exceeds limit %d", ErrTooLarge, rawLen, lim.MaxBodyBytes)
-	}
-	if opCount > uint64(lim.MaxOps) {
-		return nil, fmt.Errorf("%w: %d ops exceed limit %d", ErrTooLarge, opCount, lim.MaxOps)
-	}
-	if bound := maxCompressed(int64(rawLen)); compLen > uint64(bound) {
-		return nil, fmt.Errorf("%w: compressed body of %d bytes for %d raw bytes (max %d)", ErrTooLarge, compLen, rawLen, bound)
-	}
+	hdr, opCount, rawLen, compLen := hd.raw, hd.opCount, hd.rawLen, hd.compLen
 
 	// Body and trailer. The buffer grows as bytes arrive, so a header that
 	// lies about the length costs no more than the bytes actually sent.
@@ -126,6 +78,70 @@ func Decode(r io.Reader, lim Limits) (*Log, error) {
 		return nil, err
 	}
 	return &Log{Header: h, Ops: ops}, nil
+}
+
+// headerInfo is what decodeHeader learns besides the Header.
+type headerInfo struct {
+	raw                      []byte // the header bytes, covered by the log's CRC
+	opCount, rawLen, compLen uint64
+}
+
+// decodeHeader reads and checks a log's header from r against lim.
+func decodeHeader(r io.Reader, lim Limits) (Header, headerInfo, error) {
+	// Magic, version, kind, reserved, volume id length.
+	hdr := make([]byte, prefixSize, prefixSize+MaxVolumeIDLen+fixedFields+crcSize)
+	n, err := io.ReadFull(r, hdr)
+	if n >= len(magic) && string(hdr[:len(magic)]) != magic {
+		return Header{}, headerInfo{}, fmt.Errorf("%w: bad magic %q, not a change log", ErrBadLog, hdr[:len(magic)])
+	}
+	if n >= len(magic)+2 {
+		if v := binary.LittleEndian.Uint16(hdr[8:]); v != Version {
+			return Header{}, headerInfo{}, fmt.Errorf("%w: version %d (want %d)", ErrVersion, v, Version)
+		}
+	}
+	if err != nil {
+		return Header{}, headerInfo{}, truncated("header", err)
+	}
+	idLen := int(hdr[12])
+	if idLen > MaxVolumeIDLen {
+		// Checked before the CRC so the read below stays bounded. No
+		// encoder writes this, so it is taken for corruption.
+		return Header{}, headerInfo{}, fmt.Errorf("%w: volume id length %d > %d (corrupt header)", ErrChecksum, idLen, MaxVolumeIDLen)
+	}
+	hdr = hdr[:prefixSize+idLen+fixedFields+crcSize]
+	if _, err := io.ReadFull(r, hdr[prefixSize:]); err != nil {
+		return Header{}, headerInfo{}, truncated("header", err)
+	}
+	crcOff := len(hdr) - crcSize
+	if got, want := crc32.Checksum(hdr[:crcOff], castagnoli), binary.LittleEndian.Uint32(hdr[crcOff:]); got != want {
+		return Header{}, headerInfo{}, fmt.Errorf("%w: header (got %08x, want %08x)", ErrChecksum, got, want)
+	}
+
+	var h Header
+	h.Kind = Kind(hdr[10])
+	h.VolumeID = string(hdr[prefixSize : prefixSize+idLen])
+	f := hdr[prefixSize+idLen:]
+	field := func(i int) uint64 { return binary.LittleEndian.Uint64(f[8*i:]) }
+	h.Generation, h.FromSeq, h.ToSeq = field(0), field(1), field(2)
+	h.Created = time.Unix(0, int64(field(3))).UTC()
+	opCount, rawLen, compLen := field(4), field(5), field(6)
+	if hdr[11] != 0 {
+		return Header{}, headerInfo{}, fmt.Errorf("%w: reserved header byte %#02x", ErrBadLog, hdr[11])
+	}
+	if err := h.validate(); err != nil {
+		return Header{}, headerInfo{}, fmt.Errorf("%w: header: %v", ErrBadLog, err)
+	}
+	if rawLen > uint64(lim.MaxBodyBytes) {
+		return Header{}, headerInfo{}, fmt.Errorf("%w: body of %d bytes exceeds limit %d", ErrTooLarge, rawLen, lim.MaxBodyBytes)
+	}
+	if opCount > uint64(lim.MaxOps) {
+		return Header{}, headerInfo{}, fmt.Errorf("%w: %d ops exceed limit %d", ErrTooLarge, opCount, lim.MaxOps)
+	}
+	if bound := maxCompressed(int64(rawLen)); compLen > uint64(bound) {
+		return Header{}, headerInfo{}, fmt.Errorf("%w: compressed body of %d bytes for %d raw bytes (max %d)", ErrTooLarge, compLen, rawLen, bound)
+	}
+
+	return h, headerInfo{raw: hdr, opCount: opCount, rawLen: rawLen, compLen: compLen}, nil
 }
 
 // Unmarshal decodes the log b (see Decode). The Log does not alias b.

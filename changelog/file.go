@@ -61,3 +61,18 @@ func ReadFile(path string, lim Limits) (*Log, error) {
 	}
 	return l, nil
 }
+
+// ReadFileHeader reads and checks only the header of the log in the file at path, so a tool
+// can order many logs before decoding them one at a time.
+func ReadFileHeader(path string) (Header, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return Header{}, fmt.Errorf("read change log: %w", err)
+	}
+	defer f.Close()
+	h, _, err := decodeHeader(bufio.NewReaderSize(f, 4<<10), Limits{}.withDefaults())
+	if err != nil {
+		return Header{}, fmt.Errorf("%s: %w", path, err)
+	}
+	return h, nil
+}

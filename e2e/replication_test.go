@@ -271,7 +271,7 @@ func TestReplication_HTTPSAndWrongCert(t *testing.T) {
 	certs, wrong := filepath.Join(cd, "good"), filepath.Join(cd, "wrong")
 	mustRun(t, time.Minute, drfsBin, "certs", "--out", certs)
 	mustRun(t, time.Minute, drfsBin, "certs", "--out", wrong)
-	for _, f := range []string{"ca.pem", "primary.pem", "primary-key.pem", "replica.pem", "replica-key.pem"} {
+	for _, f := range []string{"ca.pem", "ca-key.pem", "key.pem", "primary.pem", "replica.pem"} {
 		if _, err := os.Stat(filepath.Join(certs, f)); err != nil {
 			t.Fatalf("drfs certs did not write %s: %v", f, err)
 		}

@@ -295,7 +295,7 @@ func (a *applier) fd(p string) (int, error) {
 	if fd, ok := a.fds[p]; ok {
 		return fd, nil
 	}
-	fd, err := a.t.open(p, unix.O_RDWR, 0)
+	fd, err := a.t.openFile(p, unix.O_RDWR)
 	if err != nil {
 		return -1, err
 	}
@@ -326,18 +326,21 @@ func (a *applier) do(op journal.Op) error {
 		return unix.Fallocate(fd, o.Mode, o.Off, o.Len)
 	case journal.OpCreate:
 		return a.t.at(o.Path, func(dfd int, name string) error {
-			fd, err := unix.Openat(dfd, name, unix.O_CREAT|unix.O_WRONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, o.Mode&07777)
+			fd, err := unix.Openat(dfd, name, unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, o.Mode&07777)
+			if errors.Is(err, unix.EEXIST) {
+				// Re-created: open what is there only if it is a regular file (never
+				// a FIFO, which would block, nor a device).
+				pfd, perr := unix.Openat(dfd, name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+				if perr != nil {
+					return perr
+				}
+				fd, err = reopenRegular(pfd, o.Path, unix.O_WRONLY)
+				unix.Close(pfd)
+			}
 			if err != nil {
 				return err
 			}
 			defer unix.Close(fd)
-			var st unix.Stat_t
-			if err := unix.Fstat(fd, &st); err != nil {
-				return err
-			}
-			if st.Mode&unix.S_IFMT != unix.S_IFREG {
-				return fmt.Errorf("exists and is not a regular file")
-			}
 			unix.Fchown(fd, int(o.Uid), int(o.Gid))
 			return unix.Fchmod(fd, o.Mode&07777)
 		})
@@ -350,6 +353,11 @@ func (a *applier) do(op journal.Op) error {
 			return unix.Fchmodat(dfd, name, o.Mode&07777, 0)
 		})
 	case journal.OpMknod:
+		if t := o.Mode & unix.S_IFMT; t != unix.S_IFIFO && t != unix.S_IFSOCK {
+			// A device node would hand whoever writes the volume the replica host's
+			// disks; FIFOs and sockets are inert since the replica never opens them.
+			return fmt.Errorf("%w: %s would be a %s; device nodes are not replicated", ErrNotRegular, o.Path, fileType(o.Mode))
+		}
 		return a.t.at(o.Path, func(dfd int, name string) error {
 			if err := unix.Mknodat(dfd, name, o.Mode, int(o.Rdev)); err != nil && !errors.Is(err, unix.EEXIST) {
 				return err
@@ -494,7 +502,7 @@ func (v *Volume) undoOne(e undoEntry) error { return undoOn(v.data, e, false) }
 func undoOn(t *tree, e undoEntry, copyTrash bool) error {
 	switch e.kind {
 	case undoBytes:
-		fd, err := t.open(e.path, unix.O_RDWR, 0)
+		fd, err := t.openFile(e.path, unix.O_RDWR)
 		if err != nil {
 			return ignoreMissing(err)
 		}
@@ -506,7 +514,7 @@ func undoOn(t *tree, e undoEntry, copyTrash bool) error {
 		}
 		return pwriteFull(fd, e.data, e.off)
 	case undoSize:
-		fd, err := t.open(e.path, unix.O_RDWR, 0)
+		fd, err := t.openFile(e.path, unix.O_RDWR)
 		if err != nil {
 			return ignoreMissing(err)
 		}

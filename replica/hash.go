@@ -114,7 +114,7 @@ func (v *Volume) Describe(p string, off, n int64, blockSize int) (Entry, error) 
 	case "file":
 		if blockSize > 0 {
 			var fd int
-			if fd, err = v.data.open(p, unix.O_RDONLY, 0); err != nil {
+			if fd, err = v.data.openFile(p, unix.O_RDONLY); err != nil {
 				return e, err
 			}
 			defer unix.Close(fd)

@@ -22,7 +22,7 @@ import (
 //
 // Protocol (JSON unless noted; every request is idempotent by volume, generation and seqs):
 //
-//	GET  /v1/volumes                          -> [State]
+//	GET  /v1/volumes                          -> [State] of the volumes bound to the caller
 //	GET  /v1/volumes/{v}                      -> State (volume_id "" when the volume is new)
 //	PUT  /v1/volumes/{v}/log                  body: a change log -> {"applied_seq": N}
 //	POST /v1/volumes/{v}/resync-begin         {"volume_id","generation"}
@@ -32,24 +32,67 @@ import (
 //	GET  /v1/volumes/{v}/points               -> [Point]
 //	POST /v1/volumes/{v}/promote              PromoteOptions -> PromoteResult
 //
+// Access: every request over the network carries the identity of a primary (the site named
+// in its client certificate, see tlsutil; "insecure" for a plaintext test setup). A volume is
+// served to one primary only: the one the replica's operator pinned it to (Access.Allow,
+// drfs serve --allow V=SITE), or else the first one that used it, recorded in the volume's
+// state (bound_primary). Any other caller gets 403 "forbidden" on every endpoint of that
+// volume. Block hashes (describe with block > 0) need blocks of at least MinHashBlock bytes,
+// so a hash never stands for a guessable byte or two. After a failover the roles swap: the
+// old primary's site becomes a replica (drfs reverse) whose volume starts unbound and binds to
+// the new primary on first use, unless its operator pins it with --allow.
+//
+// Limits: a change log body may be at most Limits.MaxBodyBytes uncompressed (and its
+// compressed bound); a larger one is refused with 413 "too-large" before it is read. At most
+// Options.MaxConcurrentLogs change logs are received and applied at once over all volumes,
+// and one at a time per volume; others wait for their turn while their request lives.
+//
 // Errors are {"error": msg, "code": c, "applied_seq": N} with code "gap" or "stale" or
-// "volume" (HTTP 409), "bad-log" (400) or "apply" (500).
+// "volume" (HTTP 409), "bad-log" (400), "too-large" (413), "forbidden" (403) or "apply" (500).
 type Server struct {
 	dir    string
 	opts   Options
 	limits changelog.Limits
+	access Access
 
 	mu   sync.Mutex
 	vols map[string]*Volume
 	m    *serverMetrics
+
+	heavy   chan struct{}            // slots for change logs and block hashing, over all volumes
+	logLock map[string]chan struct{} // one change log at a time per volume (guarded by mu)
 }
+
+// MinHashBlock is the smallest block size the network protocol hashes.
+const MinHashBlock = 4 << 10
+
+// DefaultMaxConcurrentLogs bounds the change logs a server receives at once by default.
+const DefaultMaxConcurrentLogs = 4
+
+// Access decides which primary may use a volume over the network.
+type Access struct {
+	// Identify names the primary that sent r, or fails if r carries no primary identity.
+	// Nil: every request is from "insecure" (plaintext tests).
+	Identify func(r *http.Request) (string, error)
+	// Allow pins volumes to primaries (volume name -> identity), overriding a binding
+	// recorded on first use.
+	Allow map[string]string
+}
+
+// SetAccess sets who may use which volume; call it before serving.
+func (s *Server) SetAccess(a Access) { s.access = a }
 
 // NewServer serves the volumes under dir.
 func NewServer(dir string, opts Options, limits changelog.Limits) (*Server, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
-	return &Server{dir: dir, opts: opts, limits: limits, vols: map[string]*Volume{}, m: newServerMetrics()}, nil
+	n := opts.MaxConcurrentLogs
+	if n <= 0 {
+		n = DefaultMaxConcurrentLogs
+	}
+	return &Server{dir: dir, opts: opts, limits: limits, vols: map[string]*Volume{}, m: newServerMetrics(),
+		heavy: make(chan struct{}, n), logLock: map[string]chan struct{}{}}, nil
 }
 
 // Volume returns the named volume, opening (and creating) it on first use.
@@ -101,23 +144,34 @@ func (s *Server) LocalHandler() http.Handler { return s.handler(true) }
 
 func (s *Server) handler(local bool) http.Handler {
 	mux := http.NewServeMux()
+	withVolume := func(fn func(http.ResponseWriter, *http.Request, *Volume)) http.HandlerFunc {
+		return s.withVolume(local, fn)
+	}
 	mux.HandleFunc("GET /v1/volumes", func(w http.ResponseWriter, r *http.Request) {
+		id, err := s.identify(r)
+		if !local && err != nil {
+			writeErr(w, http.StatusForbidden, "forbidden", err.Error(), 0)
+			return
+		}
 		out := []State{}
 		for _, n := range s.Names() {
 			if v, err := s.Volume(n); err == nil {
-				out = append(out, v.State())
+				st := v.State()
+				if local || s.boundTo(n, st) == id {
+					out = append(out, st)
+				}
 			}
 		}
 		writeJSON(w, http.StatusOK, out)
 	})
-	mux.HandleFunc("GET /v1/volumes/{v}", s.withVolume(func(w http.ResponseWriter, r *http.Request, v *Volume) {
+	mux.HandleFunc("GET /v1/volumes/{v}", withVolume(func(w http.ResponseWriter, r *http.Request, v *Volume) {
 		if !local {
 			v.Touch() // a primary's heartbeat
 		}
 		writeJSON(w, http.StatusOK, v.State())
 	}))
-	mux.HandleFunc("PUT /v1/volumes/{v}/log", s.withVolume(s.putLog))
-	mux.HandleFunc("POST /v1/volumes/{v}/resync-begin", s.withVolume(func(w http.ResponseWriter, r *http.Request, v *Volume) {
+	mux.HandleFunc("PUT /v1/volumes/{v}/log", withVolume(s.putLog))
+	mux.HandleFunc("POST /v1/volumes/{v}/resync-begin", withVolume(func(w http.ResponseWriter, r *http.Request, v *Volume) {
 		var req struct {
 			VolumeID   string `json:"volume_id"`
 			Generation uint64 `json:"generation"`
@@ -127,7 +181,7 @@ func (s *Server) handler(local bool) http.Handler {
 		}
 		s.reply(w, v, v.MarkInconsistent(req.VolumeID, req.Generation))
 	}))
-	mux.HandleFunc("POST /v1/volumes/{v}/sync-complete", s.withVolume(func(w http.ResponseWriter, r *http.Request, v *Volume) {
+	mux.HandleFunc("POST /v1/volumes/{v}/sync-complete", withVolume(func(w http.ResponseWriter, r *http.Request, v *Volume) {
 		var req struct {
 			VolumeID   string `json:"volume_id"`
 			Generation uint64 `json:"generation"`
@@ -140,7 +194,7 @@ func (s *Server) handler(local bool) http.Handler {
 		}
 		s.reply(w, v, v.SyncComplete(req.VolumeID, req.Generation, req.Seq, req.Tolerant, req.Exact))
 	}))
-	mux.HandleFunc("GET /v1/volumes/{v}/describe", s.withVolume(func(w http.ResponseWriter, r *http.Request, v *Volume) {
+	mux.HandleFunc("GET /v1/volumes/{v}/describe", withVolume(func(w http.ResponseWriter, r *http.Request, v *Volume) {
 		q := r.URL.Query()
 		off, _ := strconv.ParseInt(q.Get("off"), 10, 64)
 		n, err := strconv.ParseInt(q.Get("len"), 10, 64)
@@ -148,9 +202,15 @@ func (s *Server) handler(local bool) http.Handler {
 			n = -1
 		}
 		block, _ := strconv.Atoi(q.Get("block"))
-		if block < 0 || block > 16<<20 {
-			writeErr(w, http.StatusBadRequest, "bad-request", "bad block size", 0)
+		if block < 0 || block > 16<<20 || (block > 0 && block < MinHashBlock) {
+			writeErr(w, http.StatusBadRequest, "bad-request", fmt.Sprintf("bad block size %d: want 0 or %d to %d bytes", block, MinHashBlock, 16<<20), 0)
 			return
+		}
+		if block > 0 {
+			if !s.acquire(r, s.heavy) {
+				return
+			}
+			defer func() { <-s.heavy }()
 		}
 		e, err := v.Describe(q.Get("path"), off, n, block)
 		if err != nil {
@@ -159,7 +219,7 @@ func (s *Server) handler(local bool) http.Handler {
 		}
 		writeJSON(w, http.StatusOK, e)
 	}))
-	mux.HandleFunc("GET /v1/volumes/{v}/list", s.withVolume(func(w http.ResponseWriter, r *http.Request, v *Volume) {
+	mux.HandleFunc("GET /v1/volumes/{v}/list", withVolume(func(w http.ResponseWriter, r *http.Request, v *Volume) {
 		ents, err := v.List(r.URL.Query().Get("path"))
 		if err != nil {
 			writeErr(w, http.StatusBadRequest, "bad-request", err.Error(), 0)
@@ -167,10 +227,10 @@ func (s *Server) handler(local bool) http.Handler {
 		}
 		writeJSON(w, http.StatusOK, ents)
 	}))
-	mux.HandleFunc("GET /v1/volumes/{v}/points", s.withVolume(func(w http.ResponseWriter, r *http.Request, v *Volume) {
+	mux.HandleFunc("GET /v1/volumes/{v}/points", withVolume(func(w http.ResponseWriter, r *http.Request, v *Volume) {
 		writeJSON(w, http.StatusOK, v.Points())
 	}))
-	mux.HandleFunc("POST /v1/volumes/{v}/clone", s.withVolume(func(w http.ResponseWriter, r *http.Request, v *Volume) {
+	mux.HandleFunc("POST /v1/volumes/{v}/clone", withVolume(func(w http.ResponseWriter, r *http.Request, v *Volume) {
 		if !local {
 			writeErr(w, http.StatusForbidden, "forbidden", "test failover clones are taken on the replica host", 0)
 			return
@@ -185,7 +245,7 @@ func (s *Server) handler(local bool) http.Handler {
 		}
 		writeJSON(w, http.StatusOK, v.State())
 	}))
-	mux.HandleFunc("POST /v1/volumes/{v}/promote", s.withVolume(func(w http.ResponseWriter, r *http.Request, v *Volume) {
+	mux.HandleFunc("POST /v1/volumes/{v}/promote", withVolume(func(w http.ResponseWriter, r *http.Request, v *Volume) {
 		var o PromoteOptions
 		if !readJSON(w, r, &o) {
 			return
@@ -212,38 +272,122 @@ func (s *Server) handler(local bool) http.Handler {
 	return mux
 }
 
-func (s *Server) withVolume(fn func(http.ResponseWriter, *http.Request, *Volume)) http.HandlerFunc {
+func (s *Server) withVolume(local bool, fn func(http.ResponseWriter, *http.Request, *Volume)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		name := r.PathValue("v")
 		if err := journal.ValidPath(name); err != nil || filepath.Base(name) != name {
 			writeErr(w, http.StatusBadRequest, "bad-request", fmt.Sprintf("bad volume name %q", name), 0)
 			return
 		}
+		var id string
+		if !local {
+			var err error
+			if id, err = s.identify(r); err != nil {
+				writeErr(w, http.StatusForbidden, "forbidden", err.Error(), 0)
+				return
+			}
+			// A volume pinned to another primary is refused before it is opened (or
+			// created).
+			if want, ok := s.access.Allow[name]; ok && want != id {
+				s.opts.Logf("volume %s: refused primary %q: pinned to %q", name, id, want)
+				writeErr(w, http.StatusForbidden, "forbidden", fmt.Sprintf("volume %s is served only to primary %q (drfs serve --allow); this request comes from primary %q", name, want, id), 0)
+				return
+			}
+		}
 		v, err := s.Volume(name)
 		if err != nil {
 			writeErr(w, http.StatusInternalServerError, "open", err.Error(), 0)
 			return
 		}
+		if !local {
+			_, pinned := s.access.Allow[name]
+			if err := v.Bind(id, pinned); errors.Is(err, ErrNotBound) {
+				s.opts.Logf("volume %s: refused primary %q: %v", name, id, err)
+				writeErr(w, http.StatusForbidden, "forbidden", fmt.Sprintf("%v; the replica's operator can move it with drfs serve --allow %s=%s", err, name, id), 0)
+				return
+			} else if err != nil {
+				writeErr(w, http.StatusInternalServerError, "open", err.Error(), 0)
+				return
+			}
+		}
 		fn(w, r, v)
 	}
 }
 
+// identify names the primary that sent r over the network.
+func (s *Server) identify(r *http.Request) (string, error) {
+	if s.access.Identify == nil {
+		return "insecure", nil
+	}
+	id, err := s.access.Identify(r)
+	if err != nil {
+		return "", fmt.Errorf("not a primary's certificate: %v", err)
+	}
+	return id, nil
+}
+
+// boundTo is the primary volume name is served to.
+func (s *Server) boundTo(name string, st State) string {
+	if want, ok := s.access.Allow[name]; ok {
+		return want
+	}
+	return st.BoundPrimary
+}
+
+// acquire takes a slot of sem, waiting while r lives; false (and the reply sent) when r ended
+// first.
+func (s *Server) acquire(r *http.Request, sem chan struct{}) bool {
+	select {
+	case sem <- struct{}{}:
+		return true
+	case <-r.Context().Done():
+		return false
+	}
+}
+
+// volumeLogLock is the one-slot semaphore of a volume's change logs.
+func (s *Server) volumeLogLock(name string) chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c, ok := s.logLock[name]
+	if !ok {
+		c = make(chan struct{}, 1)
+		s.logLock[name] = c
+	}
+	return c
+}
+
 func (s *Server) putLog(w http.ResponseWriter, r *http.Request, v *Volume) {
-	t0 := time.Now()
 	lim := s.limits
 	if lim.MaxBodyBytes <= 0 {
 		lim.MaxBodyBytes = changelog.DefaultMaxBodyBytes
 	}
-	body := http.MaxBytesReader(w, r.Body, lim.MaxBodyBytes+lim.MaxBodyBytes/8+(1<<20))
-	raw, err := io.ReadAll(body)
-	if err != nil {
-		writeErr(w, http.StatusBadRequest, "bad-log", "read change log: "+err.Error(), v.State().Applied)
+	maxWire := lim.MaxBodyBytes + lim.MaxBodyBytes/8 + (1 << 20)
+	if r.ContentLength > maxWire {
+		s.m.rejected.Inc()
+		writeErr(w, http.StatusRequestEntityTooLarge, "too-large", fmt.Sprintf("change log of %d bytes exceeds the limit of %d", r.ContentLength, maxWire), v.State().Applied)
 		return
 	}
-	l, err := changelog.Unmarshal(raw, lim)
+	one := s.volumeLogLock(v.Name())
+	if !s.acquire(r, one) {
+		return
+	}
+	defer func() { <-one }()
+	if !s.acquire(r, s.heavy) {
+		return
+	}
+	defer func() { <-s.heavy }()
+	t0 := time.Now()
+	body := &countingReader{r: http.MaxBytesReader(w, r.Body, maxWire)}
+	l, err := changelog.Decode(body, lim)
 	if err != nil {
 		s.m.rejected.Inc()
 		s.opts.Logf("volume %s: refused change log: %v", v.Name(), err)
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) || errors.Is(err, changelog.ErrTooLarge) {
+			writeErr(w, http.StatusRequestEntityTooLarge, "too-large", err.Error(), v.State().Applied)
+			return
+		}
 		writeErr(w, http.StatusBadRequest, "bad-log", err.Error(), v.State().Applied)
 		return
 	}
@@ -254,10 +398,21 @@ func (s *Server) putLog(w http.ResponseWriter, r *http.Request, v *Volume) {
 		return
 	}
 	s.m.applied.Inc()
-	s.m.bytes.Add(float64(len(raw)))
+	s.m.bytes.Add(float64(body.n))
 	s.m.applyDur.Observe(time.Since(t0).Seconds())
 	s.m.appliedSeq.WithLabelValues(v.Name()).Set(float64(applied))
 	writeJSON(w, http.StatusOK, map[string]uint64{"applied_seq": applied})
+}
+
+type countingReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
 }
 
 func (s *Server) reply(w http.ResponseWriter, v *Volume, err error) {

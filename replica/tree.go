@@ -16,6 +16,10 @@ import (
 // `..`, an absolute path or a symlink.
 var ErrEscape = errors.New("replica: path escapes the volume root")
 
+// ErrNotRegular is returned for a data operation on anything but a regular file: the replica
+// never opens a device node, a FIFO or a socket.
+var ErrNotRegular = errors.New("replica: not a regular file")
+
 // tree gives path-safe access to a replica's data directory: every path is resolved with
 // openat2(RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS) below the root, so a change log can never reach
 // outside it, even through a symlink planted in the tree.
@@ -67,6 +71,56 @@ func (t *tree) open(p string, flags int, mode uint32) (int, error) {
 		return -1, mapResolveErr(p, err)
 	}
 	return fd, nil
+}
+
+// openFile opens the regular file p for data with flags (O_RDONLY or O_RDWR, no O_CREAT). p
+// is first opened O_PATH, which neither opens a device nor blocks on a FIFO, checked with
+// fstat and only then reopened, so the object checked is the object opened.
+func (t *tree) openFile(p string, flags int) (int, error) {
+	pfd, err := t.open(p, unix.O_PATH, 0)
+	if err != nil {
+		return -1, err
+	}
+	defer unix.Close(pfd)
+	return reopenRegular(pfd, p, flags)
+}
+
+// reopenRegular opens the object of the O_PATH descriptor pfd with flags if it is a regular
+// file, and fails with ErrNotRegular otherwise.
+func reopenRegular(pfd int, p string, flags int) (int, error) {
+	var st unix.Stat_t
+	if err := unix.Fstat(pfd, &st); err != nil {
+		return -1, err
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return -1, fmt.Errorf("%w: %s is a %s", ErrNotRegular, p, fileType(st.Mode))
+	}
+	fd, err := unix.Open(fmt.Sprintf("/proc/self/fd/%d", pfd), flags|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, fmt.Errorf("reopen %s: %w", p, err)
+	}
+	return fd, nil
+}
+
+// fileType names the type in mode for messages.
+func fileType(mode uint32) string {
+	switch mode & unix.S_IFMT {
+	case unix.S_IFREG:
+		return "regular file"
+	case unix.S_IFDIR:
+		return "directory"
+	case unix.S_IFLNK:
+		return "symlink"
+	case unix.S_IFBLK:
+		return "block device node"
+	case unix.S_IFCHR:
+		return "character device node"
+	case unix.S_IFIFO:
+		return "FIFO"
+	case unix.S_IFSOCK:
+		return "socket"
+	}
+	return fmt.Sprintf("file of type %o", mode&unix.S_IFMT)
 }
 
 // parent opens the directory holding p and returns it with p's base name.

@@ -81,6 +81,11 @@ type State struct {
 	// HandOver is set by a promote without --force while the primary is in contact: the
 	// primary sees it, ships its last log and hands over with a planned failover.
 	HandOver *time.Time `json:"hand_over_requested,omitempty"`
+
+	// BoundPrimary is the identity (site name) of the only primary this volume is served to
+	// over the network: the first one that used it, or the one the operator named with
+	// drfs serve --allow. "" while unbound.
+	BoundPrimary string `json:"bound_primary,omitempty"`
 }
 
 // Options tune a replica volume.
@@ -88,6 +93,9 @@ type Options struct {
 	KeepPoints int           // recovery points kept (at least this many)
 	KeepFor    time.Duration // and every point younger than this
 	Logf       func(string, ...any)
+	// MaxConcurrentLogs bounds the change logs a Server receives and applies at once
+	// (default DefaultMaxConcurrentLogs).
+	MaxConcurrentLogs int
 }
 
 // Volume is one volume on the replica side.
@@ -176,6 +184,35 @@ func (v *Volume) Touch() {
 	v.mu.Lock()
 	v.st.LastContact = time.Now().UTC()
 	v.mu.Unlock()
+}
+
+// ErrNotBound refuses a primary that is not the one a volume is bound to.
+var ErrNotBound = errors.New("replica: volume is bound to another primary")
+
+// Bind makes sure the volume is served to primary id: an unbound volume is bound to id
+// durably (trust on first use), a volume bound to another primary refuses with ErrNotBound
+// unless explicit (the replica operator's choice), which rebinds it.
+func (v *Volume) Bind(id string, explicit bool) error {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	switch {
+	case v.st.BoundPrimary == id:
+		return nil
+	case v.st.BoundPrimary != "" && !explicit:
+		return fmt.Errorf("%w: volume %s is bound to primary %q, not %q", ErrNotBound, v.name, v.st.BoundPrimary, id)
+	}
+	old := v.st.BoundPrimary
+	v.st.BoundPrimary = id
+	if err := v.save(); err != nil {
+		v.st.BoundPrimary = old
+		return err
+	}
+	if old == "" {
+		v.opts.Logf("volume %s: bound to primary %q (first use)", v.name, id)
+	} else {
+		v.opts.Logf("volume %s: rebound from primary %q to %q by the operator", v.name, old, id)
+	}
+	return nil
 }
 
 // State returns a copy of the durable state.

@@ -21,15 +21,21 @@ import (
 	"drfs/tlsutil"
 )
 
-// MustGenerate makes a fresh CA and leaf certificates in a temp dir.
-func MustGenerate(tb testing.TB, hosts ...string) (string, tlsutil.Files) {
+// MustInit makes a fresh CA and the leaf certificates of site in a temp dir.
+func MustInit(tb testing.TB, site string, hosts ...string) (string, tlsutil.Files) {
 	tb.Helper()
 	dir := filepath.Join(tb.TempDir(), "tls")
-	files, err := tlsutil.Generate(dir, hosts, false)
+	files, err := tlsutil.Init(dir, site, hosts, false)
 	if err != nil {
 		tb.Fatal(err)
 	}
 	return dir, files
+}
+
+// MustGenerate is MustInit for site "a".
+func MustGenerate(tb testing.TB, hosts ...string) (string, tlsutil.Files) {
+	tb.Helper()
+	return MustInit(tb, "a", hosts...)
 }
 
 func readCert(tb testing.TB, name string) *x509.Certificate {
@@ -50,13 +56,18 @@ func readCert(tb testing.TB, name string) *x509.Certificate {
 }
 
 // testServer starts an HTTPS server with cfg whose handler answers with the
-// client certificate's CN. It counts the requests that reached the handler.
+// client's identity. It counts the requests that reached the handler.
 func testServer(t *testing.T, cfg *tls.Config) (*httptest.Server, *atomic.Int64) {
 	t.Helper()
 	var hits atomic.Int64
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		hits.Add(1)
-		io.WriteString(w, r.TLS.PeerCertificates[0].Subject.CommonName)
+		id, err := tlsutil.PeerIdentity(r.TLS)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusForbidden)
+			return
+		}
+		io.WriteString(w, id.String())
 	}))
 	srv.TLS = cfg
 	srv.Config.ErrorLog = log.New(io.Discard, "", 0) // rejected handshakes are expected
@@ -79,8 +90,8 @@ func get(cfg *tls.Config, url string) (string, error) {
 	return string(body), err
 }
 
-func TestGenerate(t *testing.T) {
-	dir, files := MustGenerate(t, "replica.example.net", "10.1.2.3", "[fd00::7]", "Replica.Example.NET.", "localhost")
+func TestInit(t *testing.T) {
+	dir, files := MustInit(t, "dr", "replica.example.net", "10.1.2.3", "[fd00::7]", "Replica.Example.NET.", "localhost")
 
 	if fi, err := os.Stat(dir); err != nil || fi.Mode().Perm() != 0o700 {
 		t.Fatalf("dir: %v %v, want mode 0700", fi.Mode(), err)
@@ -89,9 +100,8 @@ func TestGenerate(t *testing.T) {
 		name string
 		mode fs.FileMode
 	}{
-		{files.CA, 0o644}, {files.CAKey, 0o600},
-		{files.PrimaryCert, 0o644}, {files.PrimaryKey, 0o600},
-		{files.ReplicaCert, 0o644}, {files.ReplicaKey, 0o600},
+		{files.CA, 0o644}, {files.CAKey, 0o600}, {files.Key, 0o600},
+		{files.PrimaryCert, 0o644}, {files.ReplicaCert, 0o644},
 	} {
 		fi, err := os.Stat(tc.name)
 		if err != nil {
@@ -102,8 +112,8 @@ func TestGenerate(t *testing.T) {
 		}
 	}
 	ents, _ := os.ReadDir(dir)
-	if len(ents) != 6 {
-		t.Errorf("dir has %d entries, want 6 (temp files left?)", len(ents))
+	if len(ents) != 5 {
+		t.Errorf("dir has %d entries, want 5 (temp files left?)", len(ents))
 	}
 
 	ca := readCert(t, files.CA)
@@ -116,9 +126,12 @@ func TestGenerate(t *testing.T) {
 	roots := x509.NewCertPool()
 	roots.AddCert(ca)
 
-	for _, tc := range []struct{ file, cn string }{
-		{files.PrimaryCert, "drfs-primary"},
-		{files.ReplicaCert, "drfs-replica"},
+	for _, tc := range []struct {
+		file, cn, uri string
+		eku           x509.ExtKeyUsage
+	}{
+		{files.PrimaryCert, "drfs-primary dr", "drfs://dr/primary", x509.ExtKeyUsageClientAuth},
+		{files.ReplicaCert, "drfs-replica dr", "drfs://dr/replica", x509.ExtKeyUsageServerAuth},
 	} {
 		c := readCert(t, tc.file)
 		if c.Subject.CommonName != tc.cn {
@@ -130,89 +143,204 @@ func TestGenerate(t *testing.T) {
 		if d := time.Until(c.NotAfter); d < 4*365*24*time.Hour || d > 6*365*24*time.Hour {
 			t.Errorf("%s valid for %v, want ~5 years", tc.cn, d)
 		}
-		if !slices.Contains(c.ExtKeyUsage, x509.ExtKeyUsageServerAuth) || !slices.Contains(c.ExtKeyUsage, x509.ExtKeyUsageClientAuth) {
-			t.Errorf("%s: EKU %v, want ServerAuth and ClientAuth", tc.cn, c.ExtKeyUsage)
+		if !slices.Equal(c.ExtKeyUsage, []x509.ExtKeyUsage{tc.eku}) {
+			t.Errorf("%s: EKU %v, want only %v", tc.cn, c.ExtKeyUsage, tc.eku)
 		}
-		if got, want := c.DNSNames, []string{"replica.example.net", "localhost"}; !slices.Equal(got, want) {
-			t.Errorf("%s: DNS SANs %v, want %v", tc.cn, got, want)
+		if len(c.URIs) != 1 || c.URIs[0].String() != tc.uri {
+			t.Errorf("%s: URIs %v, want %s", tc.cn, c.URIs, tc.uri)
 		}
-		var ips []string
-		for _, ip := range c.IPAddresses {
-			ips = append(ips, ip.String())
+		if _, err := c.Verify(x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{tc.eku}}); err != nil {
+			t.Errorf("%s: verify: %v", tc.cn, err)
 		}
-		if want := []string{"10.1.2.3", "fd00::7", "127.0.0.1", "::1"}; !slices.Equal(ips, want) {
-			t.Errorf("%s: IP SANs %v, want %v", tc.cn, ips, want)
-		}
-		for _, host := range []string{"replica.example.net", "localhost", "127.0.0.1", "::1", "10.1.2.3"} {
-			_, err := c.Verify(x509.VerifyOptions{Roots: roots, DNSName: host, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}})
-			if err != nil {
-				t.Errorf("%s: verify for %s: %v", tc.cn, host, err)
-			}
+	}
+	c := readCert(t, files.ReplicaCert)
+	if got, want := c.DNSNames, []string{"replica.example.net", "localhost"}; !slices.Equal(got, want) {
+		t.Errorf("DNS SANs %v, want %v", got, want)
+	}
+	var ips []string
+	for _, ip := range c.IPAddresses {
+		ips = append(ips, ip.String())
+	}
+	if want := []string{"10.1.2.3", "fd00::7", "127.0.0.1", "::1"}; !slices.Equal(ips, want) {
+		t.Errorf("IP SANs %v, want %v", ips, want)
+	}
+	for _, host := range []string{"replica.example.net", "localhost", "127.0.0.1", "::1", "10.1.2.3"} {
+		if _, err := c.Verify(x509.VerifyOptions{Roots: roots, DNSName: host, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}); err != nil {
+			t.Errorf("verify for %s: %v", host, err)
 		}
 	}
 }
 
-func TestGenerate_InvalidHost(t *testing.T) {
-	for _, h := range []string{"host:8443", "127.0.0.1:443", "a b", "http://x"} {
+func TestInit_InvalidHostOrSite(t *testing.T) {
+	for _, tc := range []struct{ site, host, want string }{
+		{"a", "host:8443", "invalid host"}, {"a", "127.0.0.1:443", "invalid host"},
+		{"a", "a b", "invalid host"}, {"a", "http://x", "invalid host"},
+		{"", "", "invalid site"}, {"Paris", "", "invalid site"}, {"a/b", "", "invalid site"}, {"-a", "", "invalid site"},
+	} {
 		dir := filepath.Join(t.TempDir(), "tls")
-		if _, err := tlsutil.Generate(dir, []string{h}, false); err == nil || !strings.Contains(err.Error(), "invalid host") {
-			t.Errorf("host %q: err %v, want invalid host", h, err)
+		if _, err := tlsutil.Init(dir, tc.site, []string{tc.host}, false); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("site %q host %q: err %v, want %s", tc.site, tc.host, err, tc.want)
 		}
 		if _, err := os.Stat(dir); !errors.Is(err, fs.ErrNotExist) {
-			t.Errorf("host %q: dir created despite the error", h)
+			t.Errorf("site %q host %q: dir created despite the error", tc.site, tc.host)
 		}
 	}
 }
 
-func TestGenerate_RefusesOverwrite(t *testing.T) {
+func TestInit_RefusesOverwrite(t *testing.T) {
 	dir, files := MustGenerate(t)
-	before, _ := os.ReadFile(files.PrimaryKey)
+	before, _ := os.ReadFile(files.Key)
 
-	if _, err := tlsutil.Generate(dir, nil, false); !errors.Is(err, fs.ErrExist) {
-		t.Fatalf("second Generate: err %v, want fs.ErrExist", err)
+	if _, err := tlsutil.Init(dir, "a", nil, false); !errors.Is(err, fs.ErrExist) {
+		t.Fatalf("second Init: err %v, want fs.ErrExist", err)
 	}
-	if after, _ := os.ReadFile(files.PrimaryKey); string(after) != string(before) {
-		t.Fatal("key changed by a refused Generate")
+	if after, _ := os.ReadFile(files.Key); string(after) != string(before) {
+		t.Fatal("key changed by a refused Init")
 	}
 
 	// One stray file is enough to refuse, and nothing else is written.
 	dir2 := filepath.Join(t.TempDir(), "tls")
 	os.MkdirAll(dir2, 0o700)
-	os.WriteFile(filepath.Join(dir2, tlsutil.ReplicaKeyFile), []byte("x"), 0o600)
-	if _, err := tlsutil.Generate(dir2, nil, false); !errors.Is(err, fs.ErrExist) {
-		t.Fatalf("Generate over one file: err %v, want fs.ErrExist", err)
+	os.WriteFile(filepath.Join(dir2, tlsutil.KeyFile), []byte("x"), 0o600)
+	if _, err := tlsutil.Init(dir2, "a", nil, false); !errors.Is(err, fs.ErrExist) {
+		t.Fatalf("Init over one file: err %v, want fs.ErrExist", err)
 	}
 	if ents, _ := os.ReadDir(dir2); len(ents) != 1 {
-		t.Fatalf("refused Generate wrote %d files", len(ents)-1)
+		t.Fatalf("refused Init wrote %d files", len(ents)-1)
 	}
 
 	// force replaces, and a loosened key file gets 0600 back.
-	if err := os.Chmod(files.PrimaryKey, 0o644); err != nil {
+	if err := os.Chmod(files.Key, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := tlsutil.Generate(dir, nil, true); err != nil {
-		t.Fatalf("forced Generate: %v", err)
+	if _, err := tlsutil.Init(dir, "a", nil, true); err != nil {
+		t.Fatalf("forced Init: %v", err)
 	}
-	if after, _ := os.ReadFile(files.PrimaryKey); string(after) == string(before) {
-		t.Fatal("forced Generate kept the old key")
+	if after, _ := os.ReadFile(files.Key); string(after) == string(before) {
+		t.Fatal("forced Init kept the old key")
 	}
-	if fi, _ := os.Stat(files.PrimaryKey); fi.Mode().Perm() != 0o600 {
+	if fi, _ := os.Stat(files.Key); fi.Mode().Perm() != 0o600 {
 		t.Fatalf("key mode %v after force, want 0600", fi.Mode().Perm())
 	}
-	if _, _, err := tlsutil.LoadDir(dir, "primary"); err != nil {
-		t.Fatalf("LoadDir after force: %v", err)
+	if _, _, err := tlsutil.LoadClient(dir); err != nil {
+		t.Fatalf("LoadClient after force: %v", err)
+	}
+}
+
+// TestRequestSign: the second site makes its own key and a request; the CA site signs it
+// without its CA key leaving; each site's primary then reaches the other's replica, and
+// each side sees the other's identity.
+func TestRequestSign(t *testing.T) {
+	caDir, _ := MustInit(t, "dr")
+	hq := filepath.Join(t.TempDir(), "hq")
+	req, err := tlsutil.Request(hq, "hq", []string{"hq.example.net"}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tlsutil.Request(hq, "hq", nil, false); !errors.Is(err, fs.ErrExist) {
+		t.Errorf("second Request: err %v, want fs.ErrExist", err)
+	}
+	if _, err := os.Stat(filepath.Join(hq, tlsutil.CAKeyFile)); err == nil {
+		t.Fatal("Request wrote a CA key")
+	}
+	out := filepath.Join(t.TempDir(), "signed")
+	if _, err := tlsutil.Sign(caDir, req.CSR, "paris", out, false); err == nil || !strings.Contains(err.Error(), `for site "hq", not "paris"`) {
+		t.Errorf("Sign under another name: err %v", err)
+	}
+	own := filepath.Join(t.TempDir(), "own")
+	if r2, err := tlsutil.Request(own, "dr", nil, false); err != nil {
+		t.Fatal(err)
+	} else if _, err := tlsutil.Sign(caDir, r2.CSR, "dr", out, false); err == nil || !strings.Contains(err.Error(), "CA site's own name") {
+		t.Errorf("Sign of the CA site's own name: err %v", err)
+	}
+	if _, err := tlsutil.Sign(hq, req.CSR, "hq", out, false); err == nil || !strings.Contains(err.Error(), "CA") {
+		t.Errorf("Sign without a CA: err %v", err)
+	}
+	sg, err := tlsutil.Sign(caDir, req.CSR, "hq", out, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(sg.Hosts, "hq.example.net") {
+		t.Errorf("signed hosts %v, want hq.example.net", sg.Hosts)
+	}
+	for _, f := range []string{tlsutil.CAFile, tlsutil.PrimaryCertFile, tlsutil.ReplicaCertFile} {
+		b, err := os.ReadFile(filepath.Join(out, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		os.WriteFile(filepath.Join(hq, f), b, 0o644)
+	}
+	if ents, _ := os.ReadDir(out); len(ents) != 3 {
+		t.Errorf("Sign wrote %d files, want 3 (no key)", len(ents))
+	}
+
+	drServer, drID, err := tlsutil.LoadServer(caDir)
+	if err != nil || drID != (tlsutil.Identity{Site: "dr", Role: "replica"}) {
+		t.Fatalf("LoadServer dr: %v %v", drID, err)
+	}
+	hqServer, _, err := tlsutil.LoadServer(hq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	drClient, _, err := tlsutil.LoadClient(caDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hqClient, hqID, err := tlsutil.LoadClient(hq)
+	if err != nil || hqID != (tlsutil.Identity{Site: "hq", Role: "primary"}) {
+		t.Fatalf("LoadClient hq: %v %v", hqID, err)
+	}
+	drSrv, _ := testServer(t, drServer)
+	hqSrv, _ := testServer(t, hqServer)
+	if body, err := get(hqClient, drSrv.URL); err != nil || body != `primary "hq"` {
+		t.Errorf("hq -> dr: %q %v", body, err)
+	}
+	if body, err := get(drClient, hqSrv.URL); err != nil || body != `primary "dr"` {
+		t.Errorf("dr -> hq: %q %v", body, err)
+	}
+}
+
+// TestConfig_RoleBound: a replica's certificate is refused as a client, a primary's as a
+// server, even though both chain to the CA.
+func TestConfig_RoleBound(t *testing.T) {
+	dir, f := MustGenerate(t)
+	scfg, _, err := tlsutil.LoadServer(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, hits := testServer(t, scfg)
+	good, _, err := tlsutil.LoadClient(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The replica's own certificate, forced onto the wire as a client certificate.
+	asClient := good.Clone()
+	replicaCert := scfg.Certificates[0]
+	asClient.Certificates = nil
+	asClient.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &replicaCert, nil }
+	if _, err := get(asClient, srv.URL); err == nil {
+		t.Error("the replica's certificate was accepted as a client")
+	}
+	if hits.Load() != 0 {
+		t.Error("a request with the replica's certificate reached the handler")
+	}
+	if _, err := tlsutil.ClientConfig(f.CA, f.ReplicaCert, f.Key, ""); err == nil || !strings.Contains(err.Error(), "usage") {
+		t.Errorf("ClientConfig with the replica certificate: err %v", err)
+	}
+	if _, err := tlsutil.ServerConfig(f.CA, f.PrimaryCert, f.Key); err == nil || !strings.Contains(err.Error(), "usage") {
+		t.Errorf("ServerConfig with the primary certificate: err %v", err)
 	}
 }
 
 func TestConfig_MutualTLS(t *testing.T) {
-	dir, f := MustGenerate(t)
-	scfg, err := tlsutil.ServerConfig(f.CA, f.ReplicaCert, f.ReplicaKey)
+	_, f := MustGenerate(t)
+	scfg, err := tlsutil.ServerConfig(f.CA, f.ReplicaCert, f.Key)
 	if err != nil {
 		t.Fatal(err)
 	}
 	srv, hits := testServer(t, scfg)
 
-	ccfg, err := tlsutil.ClientConfig(f.CA, f.PrimaryCert, f.PrimaryKey, "")
+	ccfg, err := tlsutil.ClientConfig(f.CA, f.PrimaryCert, f.Key, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -220,43 +348,21 @@ func TestConfig_MutualTLS(t *testing.T) {
 	if err != nil {
 		t.Fatalf("GET: %v", err)
 	}
-	if body != "drfs-primary" {
-		t.Fatalf("server saw client %q, want drfs-primary", body)
+	if body != `primary "a"` {
+		t.Fatalf("server saw client %q, want primary \"a\"", body)
 	}
 
 	// An explicit server name must be among the SANs.
-	named, _ := tlsutil.ClientConfig(f.CA, f.PrimaryCert, f.PrimaryKey, "localhost")
+	named, _ := tlsutil.ClientConfig(f.CA, f.PrimaryCert, f.Key, "localhost")
 	if _, err := get(named, srv.URL); err != nil {
 		t.Fatalf("GET with ServerName localhost: %v", err)
 	}
-	wrong, _ := tlsutil.ClientConfig(f.CA, f.PrimaryCert, f.PrimaryKey, "elsewhere.example")
+	wrong, _ := tlsutil.ClientConfig(f.CA, f.PrimaryCert, f.Key, "elsewhere.example")
 	if _, err := get(wrong, srv.URL); err == nil {
 		t.Fatal("GET with a ServerName not in the SANs succeeded")
 	}
-
-	// LoadDir's primary client talks to the replica's server, and the
-	// replica's client to a primary server.
-	_, pc, err := tlsutil.LoadDir(dir, "primary")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if body, err := get(pc, srv.URL); err != nil || body != "drfs-primary" {
-		t.Fatalf("LoadDir primary client: %q %v", body, err)
-	}
-	ps, _, err := tlsutil.LoadDir(dir, "primary")
-	if err != nil {
-		t.Fatal(err)
-	}
-	psrv, _ := testServer(t, ps)
-	_, rc, err := tlsutil.LoadDir(dir, "replica")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if body, err := get(rc, psrv.URL); err != nil || body != "drfs-replica" {
-		t.Fatalf("LoadDir replica client: %q %v", body, err)
-	}
-	if hits.Load() != 3 {
-		t.Fatalf("handler hits %d, want 3", hits.Load())
+	if hits.Load() != 2 {
+		t.Fatalf("handler hits %d, want 2", hits.Load())
 	}
 }
 
@@ -264,18 +370,18 @@ func TestConfig_Rejects(t *testing.T) {
 	_, f := MustGenerate(t)
 	_, other := MustGenerate(t) // a second, unrelated deployment
 
-	scfg, err := tlsutil.ServerConfig(f.CA, f.ReplicaCert, f.ReplicaKey)
+	scfg, err := tlsutil.ServerConfig(f.CA, f.ReplicaCert, f.Key)
 	if err != nil {
 		t.Fatal(err)
 	}
 	srv, hits := testServer(t, scfg)
-	good, err := tlsutil.ClientConfig(f.CA, f.PrimaryCert, f.PrimaryKey, "")
+	good, err := tlsutil.ClientConfig(f.CA, f.PrimaryCert, f.Key, "")
 	if err != nil {
 		t.Fatal(err)
 	}
 
 	// A client that trusts our CA but presents a certificate from another CA.
-	foreign, err := tlsutil.ClientConfig(other.CA, other.PrimaryCert, other.PrimaryKey, "")
+	foreign, err := tlsutil.ClientConfig(other.CA, other.PrimaryCert, other.Key, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -319,7 +425,7 @@ func TestConfig_Rejects(t *testing.T) {
 	}
 
 	// A server whose certificate comes from another CA is refused by the client.
-	ocfg, err := tlsutil.ServerConfig(other.CA, other.ReplicaCert, other.ReplicaKey)
+	ocfg, err := tlsutil.ServerConfig(other.CA, other.ReplicaCert, other.Key)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -342,7 +448,7 @@ func TestConfig_Rejects(t *testing.T) {
 func TestConfig_RawConnRejectsForeignClient(t *testing.T) {
 	_, f := MustGenerate(t)
 	_, other := MustGenerate(t)
-	scfg, _ := tlsutil.ServerConfig(f.CA, f.ReplicaCert, f.ReplicaKey)
+	scfg, _ := tlsutil.ServerConfig(f.CA, f.ReplicaCert, f.Key)
 	ln, err := tls.Listen("tcp", "127.0.0.1:0", scfg)
 	if err != nil {
 		t.Fatal(err)
@@ -359,8 +465,8 @@ func TestConfig_RawConnRejectsForeignClient(t *testing.T) {
 		srvErr <- c.(*tls.Conn).Handshake()
 	}()
 
-	ccfg, _ := tlsutil.ClientConfig(other.CA, other.PrimaryCert, other.PrimaryKey, "127.0.0.1")
-	good, _ := tlsutil.ClientConfig(f.CA, f.PrimaryCert, f.PrimaryKey, "")
+	ccfg, _ := tlsutil.ClientConfig(other.CA, other.PrimaryCert, other.Key, "127.0.0.1")
+	good, _ := tlsutil.ClientConfig(f.CA, f.PrimaryCert, f.Key, "")
 	ccfg.RootCAs = good.RootCAs
 	foreignCert := ccfg.Certificates[0]
 	ccfg.Certificates = nil
@@ -392,37 +498,35 @@ func TestConfig_LoadErrors(t *testing.T) {
 	missing := filepath.Join(dir, "missing.pem")
 
 	for _, tc := range []struct {
-		name                  string
-		ca, cert, key, server string
-		want                  string
+		name          string
+		ca, cert, key string
+		want          string
 	}{
-		{"missing CA", missing, f.PrimaryCert, f.PrimaryKey, "", "tlsutil: read CA " + missing + ": "},
-		{"garbage CA", garbage, f.PrimaryCert, f.PrimaryKey, "", "tlsutil: read CA " + garbage + ": no PEM certificate"},
-		{"missing key", f.CA, f.PrimaryCert, missing, "", "tlsutil: load key pair"},
-		{"mismatched key", f.CA, f.PrimaryCert, f.ReplicaKey, "", "tlsutil: load key pair"},
-		{"other CA's cert", f.CA, other.PrimaryCert, other.PrimaryKey, "",
+		{"missing CA", missing, f.PrimaryCert, f.Key, "tlsutil: read CA " + missing + ": "},
+		{"garbage CA", garbage, f.PrimaryCert, f.Key, "tlsutil: read CA " + garbage + ": no PEM certificate"},
+		{"missing key", f.CA, f.PrimaryCert, missing, "tlsutil: load key pair"},
+		{"mismatched key", f.CA, f.PrimaryCert, other.Key, "tlsutil: load key pair"},
+		{"other CA's cert", f.CA, other.PrimaryCert, other.Key,
 			"tlsutil: certificate " + other.PrimaryCert + " is not signed by the CA " + f.CA},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if _, err := tlsutil.ServerConfig(tc.ca, tc.cert, tc.key); err == nil || !strings.Contains(err.Error(), tc.want) {
-				t.Errorf("ServerConfig: err %v, want %q", err, tc.want)
-			}
-			if _, err := tlsutil.ClientConfig(tc.ca, tc.cert, tc.key, tc.server); err == nil || !strings.Contains(err.Error(), tc.want) {
+			if _, err := tlsutil.ClientConfig(tc.ca, tc.cert, tc.key, ""); err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("ClientConfig: err %v, want %q", err, tc.want)
 			}
 		})
 	}
-	if _, _, err := tlsutil.LoadDir(dir, "witness"); err == nil || !strings.Contains(err.Error(), `unknown role "witness"`) {
-		t.Errorf("LoadDir bad role: err %v", err)
-	}
-	if _, _, err := tlsutil.LoadDir(t.TempDir(), "primary"); err == nil || !strings.Contains(err.Error(), "tlsutil: read CA") {
-		t.Errorf("LoadDir empty dir: err %v", err)
+	if _, _, err := tlsutil.LoadClient(t.TempDir()); err == nil || !strings.Contains(err.Error(), "tlsutil: read CA") {
+		t.Errorf("LoadClient empty dir: err %v", err)
 	}
 }
 
 func TestConfig_Settings(t *testing.T) {
 	dir, _ := MustGenerate(t)
-	s, c, err := tlsutil.LoadDir(dir, "replica")
+	s, _, err := tlsutil.LoadServer(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _, err := tlsutil.LoadClient(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -435,10 +539,10 @@ func TestConfig_Settings(t *testing.T) {
 	if c.RootCAs == nil || c.InsecureSkipVerify || c.ServerName != "" {
 		t.Errorf("client RootCAs %v InsecureSkipVerify %v ServerName %q", c.RootCAs, c.InsecureSkipVerify, c.ServerName)
 	}
-	if len(s.Certificates) != 1 || s.Certificates[0].Leaf.Subject.CommonName != "drfs-replica" {
-		t.Errorf("server does not present drfs-replica")
+	if len(s.Certificates) != 1 || s.Certificates[0].Leaf.Subject.CommonName != "drfs-replica a" {
+		t.Errorf("server does not present drfs-replica a")
 	}
-	if len(c.Certificates) != 1 || c.Certificates[0].Leaf.Subject.CommonName != "drfs-replica" {
-		t.Errorf("client does not present drfs-replica")
+	if len(c.Certificates) != 1 || c.Certificates[0].Leaf.Subject.CommonName != "drfs-primary a" {
+		t.Errorf("client does not present drfs-primary a")
 	}
 }

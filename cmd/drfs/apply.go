@@ -40,15 +40,21 @@ func (c *applyCommand) ParseFlags(args []string) error {
 }
 
 func (c *applyCommand) Run(ctx context.Context) error {
-	var logs []*changelog.Log
-	for _, f := range c.files {
-		l, err := changelog.ReadFile(f, changelog.Limits{})
-		if err != nil {
-			return fmt.Errorf("%s: %w", f, err)
-		}
-		logs = append(logs, l)
+	// Order the logs by their headers alone; each is decoded only when its turn comes, so
+	// memory holds one log at a time however many the medium carries.
+	type logFile struct {
+		path string
+		h    changelog.Header
 	}
-	sort.SliceStable(logs, func(i, j int) bool { return logs[i].FromSeq < logs[j].FromSeq })
+	var logs []logFile
+	for _, f := range c.files {
+		h, err := changelog.ReadFileHeader(f)
+		if err != nil {
+			return err
+		}
+		logs = append(logs, logFile{f, h})
+	}
+	sort.SliceStable(logs, func(i, j int) bool { return logs[i].h.FromSeq < logs[j].h.FromSeq })
 	vols := map[string]*replica.Volume{}
 	defer func() {
 		for _, v := range vols {
@@ -68,15 +74,23 @@ func (c *applyCommand) Run(ctx context.Context) error {
 		}
 	}
 	applied, skipped := 0, 0
-	for _, l := range logs {
-		name, ok := names[l.VolumeID]
+	for _, lf := range logs {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		h := lf.h
+		name, ok := names[h.VolumeID]
 		if !ok {
-			return fmt.Errorf("log %d-%d belongs to volume %s, which %s does not hold: seed it first", l.FromSeq, l.ToSeq, l.VolumeID, c.dir)
+			return fmt.Errorf("log %d-%d belongs to volume %s, which %s does not hold: seed it first", h.FromSeq, h.ToSeq, h.VolumeID, c.dir)
+		}
+		l, err := changelog.ReadFile(lf.path, changelog.Limits{})
+		if err != nil {
+			return err
 		}
 		before := vols[name].State().Applied
 		seq, err := vols[name].Apply(l)
 		if err != nil {
-			return fmt.Errorf("log %d-%d: %w", l.FromSeq, l.ToSeq, err)
+			return fmt.Errorf("log %d-%d: %w", h.FromSeq, h.ToSeq, err)
 		}
 		if seq == before {
 			skipped++

@@ -19,7 +19,8 @@ Usage:
              [--replica URL [--interval D|continuous | --rpo D] [--bwlimit N] [--journal-max N]
               [--certs DIR]] MOUNTPOINT
   drfs serve --dir DIR --listen ADDR --certs DIR [--keep-points N] [--keep-for D] [--metrics ADDR]
-  drfs certs --out DIR [--host NAME]...
+  drfs certs init --out DIR --site NAME [--host NAME]... | request --out DIR --site NAME [--host NAME]...
+             | sign --ca DIR --site NAME --out DIR REQUEST.csr
   drfs status (--state DIR | --dir DIR) [--json]
   drfs points --dir DIR --volume NAME [--json]
   drfs sync --state DIR [--timeout D]

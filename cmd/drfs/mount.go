@@ -57,7 +57,7 @@ func (r *replicationFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&r.rpo, "rpo", 0, "ship early enough to keep replica lag under this target (instead of --interval)")
 	fs.StringVar(&r.bwlimit, "bwlimit", "", "bandwidth limit to the replica, bytes per second (e.g. 20M)")
 	fs.StringVar(&r.journalMax, "journal-max", "", "journal size kept for an absent replica before degrading to a dirty-extent map (e.g. 10G)")
-	fs.StringVar(&r.certs, "certs", "", "directory made by `drfs certs` (ca.pem, primary.pem, primary-key.pem)")
+	fs.StringVar(&r.certs, "certs", "", "certificate directory of this site (ca.pem, primary.pem, key.pem; see `drfs certs`)")
 	fs.BoolVar(&r.insecure, "insecure", false, "allow a plaintext http:// replica on a loopback address (tests only)")
 }
 
@@ -295,7 +295,7 @@ func (c *mountCommand) startShipper(ctx context.Context, vol *volume.Volume, reg
 	var tlsConf *tls.Config
 	if c.repl.certs != "" {
 		var err error
-		if _, tlsConf, err = tlsutil.LoadDir(c.repl.certs, "primary"); err != nil {
+		if tlsConf, _, err = tlsutil.LoadClient(c.repl.certs); err != nil {
 			return nil, err
 		}
 	}

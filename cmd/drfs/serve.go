@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -25,13 +26,28 @@ type serveCommand struct {
 	insecure                    bool
 	keepPoints                  int
 	keepFor                     time.Duration
+	allow                       map[string]string
+	maxLogs                     int
 }
 
 func (c *serveCommand) ParseFlags(args []string) error {
 	fs := flag.NewFlagSet("drfs serve", flag.ContinueOnError)
 	fs.StringVar(&c.dir, "dir", "", "replica directory: volume V lives in DIR/V/data and DIR/V/state (required)")
 	fs.StringVar(&c.listen, "listen", "", "address to listen on, e.g. 0.0.0.0:9740 (required)")
-	fs.StringVar(&c.certs, "certs", "", "directory made by `drfs certs` (ca.pem, replica.pem, replica-key.pem)")
+	fs.StringVar(&c.certs, "certs", "", "certificate directory of this site (ca.pem, replica.pem, key.pem; see `drfs certs`)")
+	c.allow = map[string]string{}
+	fs.Func("allow", "VOLUME=SITE: serve VOLUME only to the primary of site SITE (repeatable; a volume not named is bound to the first primary that uses it)", func(v string) error {
+		vol, site, ok := strings.Cut(v, "=")
+		if !ok || vol == "" {
+			return fmt.Errorf("want VOLUME=SITE, not %q", v)
+		}
+		if err := tlsutil.ValidSite(site); err != nil && site != "insecure" {
+			return err
+		}
+		c.allow[vol] = site
+		return nil
+	})
+	fs.IntVar(&c.maxLogs, "max-concurrent-logs", replica.DefaultMaxConcurrentLogs, "change logs received and applied at once over all volumes")
 	fs.BoolVar(&c.insecure, "insecure", false, "serve plaintext HTTP (tests only; loopback addresses only)")
 	fs.IntVar(&c.keepPoints, "keep-points", 24, "recovery points kept per volume")
 	fs.DurationVar(&c.keepFor, "keep-for", 0, "also keep every recovery point younger than this (e.g. 24h)")
@@ -61,12 +77,29 @@ func (c *serveCommand) ParseFlags(args []string) error {
 	return nil
 }
 
+// primaryIdentity names the site of the primary certificate a request was made with.
+func primaryIdentity(r *http.Request) (string, error) {
+	id, err := tlsutil.PeerIdentity(r.TLS)
+	if err != nil {
+		return "", err
+	}
+	if id.Role != tlsutil.RolePrimary {
+		return "", fmt.Errorf("the client presents the certificate of %s", id)
+	}
+	return id.Site, nil
+}
+
 func (c *serveCommand) Run(ctx context.Context) error {
 	logger := log.New(os.Stderr, "drfs: ", log.LstdFlags)
-	srv, err := replica.NewServer(c.dir, replica.Options{KeepPoints: c.keepPoints, KeepFor: c.keepFor, Logf: logger.Printf}, changelog.Limits{})
+	srv, err := replica.NewServer(c.dir, replica.Options{KeepPoints: c.keepPoints, KeepFor: c.keepFor, Logf: logger.Printf, MaxConcurrentLogs: c.maxLogs}, changelog.Limits{})
 	if err != nil {
 		return err
 	}
+	access := replica.Access{Allow: c.allow}
+	if !c.insecure {
+		access.Identify = primaryIdentity
+	}
+	srv.SetAccess(access)
 	defer srv.Close()
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -82,12 +115,15 @@ func (c *serveCommand) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 30 * time.Second, ErrorLog: logger}
+	hs := &http.Server{Handler: srv.Handler(), ErrorLog: logger,
+		ReadHeaderTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10}
 	if !c.insecure {
-		if hs.TLSConfig, _, err = tlsutil.LoadDir(c.certs, "replica"); err != nil {
+		var id tlsutil.Identity
+		if hs.TLSConfig, id, err = tlsutil.LoadServer(c.certs); err != nil {
 			ln.Close()
 			return err
 		}
+		logger.Printf("serving as %s", id)
 	}
 	errc := make(chan error, 1)
 	go func() {
