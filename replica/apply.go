@@ -46,6 +46,7 @@ func (v *Volume) applyOps(a *Applying, ops []journal.Op, tolerant bool) (int64, 
 	if err := os.MkdirAll(trash, 0o700); err != nil {
 		return 0, err
 	}
+	v.data.keepDir(filepath.Dir(trash))
 	u, err := createUndo(filepath.Join(v.state, "undo", a.Undo))
 	if err != nil {
 		return 0, err

@@ -6,9 +6,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 
 	"golang.org/x/sys/unix"
 
+	"drfs/internal/fsutil"
 	"drfs/journal"
 )
 
@@ -23,10 +25,22 @@ var ErrNotRegular = errors.New("replica: not a regular file")
 // tree gives path-safe access to a replica's data directory: every path is resolved with
 // openat2(RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS) below the root, so a change log can never reach
 // outside it, even through a symlink planted in the tree.
+//
+// Durability rests on fsync of exactly what an apply or a rollback changed, never on syncfs
+// (ignored by FUSE- and network-backed filesystems, and a flush of every other tenant's data on
+// a shared one): the tree keeps a descriptor of every directory whose entries it changed and of
+// every file or directory it wrote or changed the attributes of, and sync fsyncs them.
 type tree struct {
 	root string
 	fd   int
+
+	mu    sync.Mutex
+	dirty map[[2]uint64]int // (dev, ino) -> descriptor to fsync
+	dirs  map[string]bool   // directories outside the tree (the state's trash) to fsync
 }
+
+// maxDirty bounds the descriptors a tree keeps between syncs; past it they are synced early.
+const maxDirty = 1024
 
 func openTree(root string) (*tree, error) {
 	if err := os.MkdirAll(root, 0o755); err != nil {
@@ -39,7 +53,15 @@ func openTree(root string) (*tree, error) {
 	return &tree{root: root, fd: fd}, nil
 }
 
-func (t *tree) close() { unix.Close(t.fd) }
+func (t *tree) close() {
+	t.mu.Lock()
+	for _, fd := range t.dirty {
+		unix.Close(fd)
+	}
+	t.dirty, t.dirs = nil, nil
+	t.mu.Unlock()
+	unix.Close(t.fd)
+}
 
 const resolveSafe = unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS
 
@@ -82,7 +104,14 @@ func (t *tree) openFile(p string, flags int) (int, error) {
 		return -1, err
 	}
 	defer unix.Close(pfd)
-	return reopenRegular(pfd, p, flags)
+	fd, err := reopenRegular(pfd, p, flags)
+	if err == nil && flags&unix.O_ACCMODE != unix.O_RDONLY {
+		if err = t.keep(fd); err != nil {
+			unix.Close(fd)
+			return -1, err
+		}
+	}
+	return fd, err
 }
 
 // reopenRegular opens the object of the O_PATH descriptor pfd with flags if it is a regular
@@ -136,11 +165,92 @@ func (t *tree) parent(p string) (int, string, error) {
 	if dir == "" {
 		dir = "."
 	}
-	fd, err := unix.Openat2(t.fd, dir, &unix.OpenHow{Flags: unix.O_PATH | unix.O_DIRECTORY | unix.O_CLOEXEC, Resolve: resolveSafe})
+	fd, err := unix.Openat2(t.fd, dir, &unix.OpenHow{Flags: unix.O_RDONLY | unix.O_DIRECTORY | unix.O_CLOEXEC, Resolve: resolveSafe})
 	if err != nil {
 		return -1, "", mapResolveErr(p, err)
 	}
 	return fd, name, nil
+}
+
+// keep remembers fd (by duplicating it) for the next sync.
+func (t *tree) keep(fd int) error {
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return err
+	}
+	key := [2]uint64{st.Dev, st.Ino}
+	t.mu.Lock()
+	if _, ok := t.dirty[key]; ok {
+		t.mu.Unlock()
+		return nil
+	}
+	dup, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		t.mu.Unlock()
+		return err
+	}
+	if t.dirty == nil {
+		t.dirty = map[[2]uint64]int{}
+	}
+	t.dirty[key] = dup
+	full := len(t.dirty) >= maxDirty
+	t.mu.Unlock()
+	if full {
+		return t.sync()
+	}
+	return nil
+}
+
+// keepAt remembers the directory dfd and, if it is a regular file or a directory, the object
+// name in it (a symlink, fifo or device cannot be fsynced; its directory covers it).
+func (t *tree) keepAt(dfd int, name string) error {
+	if err := t.keep(dfd); err != nil {
+		return err
+	}
+	var st unix.Stat_t
+	if err := unix.Fstatat(dfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return nil // removed or moved away: its directory is kept
+	}
+	if m := st.Mode & unix.S_IFMT; m != unix.S_IFREG && m != unix.S_IFDIR {
+		return nil
+	}
+	fd, err := unix.Openat(dfd, name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil
+	}
+	defer unix.Close(fd)
+	return t.keep(fd)
+}
+
+// keepDir remembers a directory outside the tree (by path) for the next sync.
+func (t *tree) keepDir(dir string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.dirs == nil {
+		t.dirs = map[string]bool{}
+	}
+	t.dirs[dir] = true
+}
+
+// sync fsyncs everything kept since the last sync and forgets it.
+func (t *tree) sync() error {
+	t.mu.Lock()
+	fds, dirs := t.dirty, t.dirs
+	t.dirty, t.dirs = nil, nil
+	t.mu.Unlock()
+	var errs []error
+	for _, fd := range fds {
+		if err := unix.Fsync(fd); err != nil {
+			errs = append(errs, err)
+		}
+		unix.Close(fd)
+	}
+	for d := range dirs {
+		if err := fsutil.SyncDir(d); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // lstat returns the attributes of p without following a final symlink.
@@ -170,7 +280,10 @@ func (t *tree) at(p string, fn func(dfd int, name string) error) error {
 		return err
 	}
 	defer unix.Close(dfd)
-	return fn(dfd, name)
+	if err := fn(dfd, name); err != nil {
+		return err
+	}
+	return t.keepAt(dfd, name)
 }
 
 func (t *tree) rename(oldp, newp string, flags uint) error {
@@ -183,6 +296,7 @@ func (t *tree) rename(oldp, newp string, flags uint) error {
 
 // moveOut renames p to dst, a path outside the tree (in the state's trash, same filesystem).
 func (t *tree) moveOut(p, dst string) error {
+	t.keepDir(filepath.Dir(dst))
 	return t.at(p, func(dfd int, name string) error {
 		return unix.Renameat2(dfd, name, unix.AT_FDCWD, dst, 0)
 	})
@@ -190,6 +304,7 @@ func (t *tree) moveOut(p, dst string) error {
 
 // moveIn renames src (outside the tree) back to p.
 func (t *tree) moveIn(src, p string) error {
+	t.keepDir(filepath.Dir(src))
 	return t.at(p, func(dfd int, name string) error {
 		return unix.Renameat2(unix.AT_FDCWD, src, dfd, name, unix.RENAME_NOREPLACE)
 	})

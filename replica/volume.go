@@ -316,7 +316,7 @@ func (v *Volume) Apply(l *changelog.Log) (uint64, error) {
 		}
 		return v.st.Applied, fmt.Errorf("%w: %v", ErrApply, err)
 	}
-	if err := unix.Syncfs(v.data.fd); err != nil {
+	if err := v.data.sync(); err != nil {
 		return v.st.Applied, fmt.Errorf("sync replica data: %w", err)
 	}
 	now := time.Now().UTC()
@@ -461,7 +461,7 @@ func (v *Volume) rollback(undoName, trashName string) error {
 			return fmt.Errorf("undo entry %d (%d %s): %w", i, entries[i].kind, entries[i].path, err)
 		}
 	}
-	if err := unix.Syncfs(v.data.fd); err != nil {
+	if err := v.data.sync(); err != nil {
 		return err
 	}
 	os.Remove(undoPath)
