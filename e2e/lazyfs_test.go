@@ -107,9 +107,18 @@ type LazyFS struct {
 // cleanup (register it before anything that runs on top of it).
 func startLazyFS(t testing.TB, name string) *LazyFS {
 	t.Helper()
+	return startLazyFSOn(t, name, "")
+}
+
+// startLazyFSOn is startLazyFS over the directory root ("" = a fresh scratch directory).
+func startLazyFSOn(t testing.TB, name, root string) *LazyFS {
+	t.Helper()
 	bin := requireLazyFS(t)
 	d := scratchDir(t, "drfs-e2e-lazyfs-"+name+"-")
-	l := &LazyFS{t: t, bin: bin, Mnt: filepath.Join(d, "mnt"), Root: filepath.Join(d, "root"), dir: filepath.Join(d, "ctl")}
+	if root == "" {
+		root = filepath.Join(d, "root")
+	}
+	l := &LazyFS{t: t, bin: bin, Mnt: filepath.Join(d, "mnt"), Root: root, dir: filepath.Join(d, "ctl")}
 	for _, p := range []string{l.Mnt, l.Root, l.dir} {
 		if err := os.MkdirAll(p, 0o755); err != nil {
 			t.Fatal(err)

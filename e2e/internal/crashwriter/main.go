@@ -31,6 +31,7 @@ func main() {
 	workers := flag.Int("workers", 4, "writer goroutines")
 	syncEvery := flag.Int("sync", 16, "fdatasync every N writes per worker")
 	duration := flag.Duration("duration", 60*time.Second, "maximum run time")
+	firstGen := flag.Uint64("firstgen", 1, "generation of the first write (later runs on the same file continue above earlier ones)")
 	syncLogPath := flag.String("synclog", "", "log of the fsynced writes (outside the mount; optional)")
 	flag.Parse()
 
@@ -53,6 +54,7 @@ func main() {
 		}
 	}
 	var gen atomic.Uint64
+	gen.Store(*firstGen - 1)
 	var writes, syncs atomic.Int64
 	var stop atomic.Bool
 	var firstErr atomic.Value
