@@ -16,7 +16,7 @@ FUZZTIME    ?= 20s
 # proxy; its semver (v0.6.1) predates Go 1.26.
 STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: all build drfs drfsloop test demo bench check fmt vet staticcheck fuzz clean
+.PHONY: all build drfs drfsloop test torture demo bench check fmt vet staticcheck fuzz clean
 
 all: check build test
 
@@ -31,6 +31,16 @@ drfsloop:
 test:
 	bash scripts/deps.sh
 	$(GO) test -count=1 -p 1 -timeout $(TESTTIMEOUT) $(TESTFLAGS) ./...
+
+# The fault campaign (e2e/torture_test.go) for TORTURE_DURATION, or TORTURE_ROUNDS rounds
+# when set; TORTURE_SEED replays one. make test runs a 3-round version.
+TORTURE_DURATION ?= 5m
+TORTURE_ROUNDS   ?=
+TORTURE_SEED     ?=
+torture:
+	bash scripts/deps.sh
+	DRFS_TORTURE_DURATION=$(TORTURE_DURATION) DRFS_TORTURE_ROUNDS=$(TORTURE_ROUNDS) DRFS_TORTURE_SEED=$(TORTURE_SEED) \
+		$(GO) test -count=1 -timeout 2h -run '^TestTorture$$' -v ./e2e/
 
 demo:
 	bash scripts/demo.sh

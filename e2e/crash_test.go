@@ -219,12 +219,14 @@ type writerRun struct {
 }
 
 // startCrashWriter runs the crash writer on disk (4 workers, fdatasync every 16 writes) for
-// at most duration, logging each completed write to logPath; it is killed at cleanup.
-func startCrashWriter(t *testing.T, disk, logPath string, nblocks int, duration string) *writerRun {
+// at most duration, logging each completed write to logPath; it is killed at cleanup. extra
+// are more crashwriter flags (e.g. -synclog).
+func startCrashWriter(t testing.TB, disk, logPath string, nblocks int, duration string, extra ...string) *writerRun {
 	t.Helper()
 	w := &writerRun{done: make(chan struct{})}
-	cmd := exec.Command(crashWriter, "-file", disk, "-log", logPath, "-blocks", strconv.Itoa(nblocks),
-		"-workers", "4", "-sync", "16", "-duration", duration)
+	args := []string{"-file", disk, "-log", logPath, "-blocks", strconv.Itoa(nblocks),
+		"-workers", "4", "-sync", "16", "-duration", duration}
+	cmd := exec.Command(crashWriter, append(args, extra...)...)
 	cmd.Stdout, cmd.Stderr = &w.out, &w.out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

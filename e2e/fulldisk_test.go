@@ -11,7 +11,7 @@ import (
 )
 
 // smallFS mounts a fresh ext4 filesystem of the given size and returns its mountpoint.
-func smallFS(t *testing.T, size string) string {
+func smallFS(t testing.TB, size string) string {
 	t.Helper()
 	requireTools(t, "mkfs.ext4", "mount", "umount")
 	d := scratchDir(t, "drfs-e2e-small-")

@@ -17,6 +17,13 @@ declare -A pkg_of=(
 	[rsync]=rsync
 	[losetup]=mount
 	[mountpoint]=util-linux
+	[cmake]=cmake # LazyFS (../shared/tools/lazyfs) is built by the e2e tests
+	[g++]=g++
+)
+
+# header -> Debian package (libraries with no command)
+declare -A pkg_of_header=(
+	[/usr/include/fuse3/fuse.h]=libfuse3-dev
 )
 
 # /sbin and /usr/sbin are not always on a non-login PATH.
@@ -25,6 +32,9 @@ export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 missing=()
 for cmd in "${!pkg_of[@]}"; do
 	command -v "$cmd" >/dev/null 2>&1 || missing+=("${pkg_of[$cmd]}")
+done
+for h in "${!pkg_of_header[@]}"; do
+	[[ -e $h ]] || missing+=("${pkg_of_header[$h]}")
 done
 
 if ((${#missing[@]})); then
@@ -47,6 +57,9 @@ if ((${#missing[@]})); then
 	fi
 	for cmd in "${!pkg_of[@]}"; do
 		command -v "$cmd" >/dev/null 2>&1 || die "$cmd still missing after installing ${pkg_of[$cmd]}"
+	done
+	for h in "${!pkg_of_header[@]}"; do
+		[[ -e $h ]] || die "$h still missing after installing ${pkg_of_header[$h]}"
 	done
 fi
 

@@ -2,7 +2,10 @@
 // O_DIRECT at random offsets of FILE from several goroutines, fdatasyncs every
 // -sync writes, and after each write returns appends "off gen\n" to LOG with
 // one write(2). It runs until a write fails (the daemon was killed) or
-// -duration passes. Worker w owns the blocks b with b%workers == w, so the
+// -duration passes. With -synclog, after each fdatasync returns a worker appends
+// the "off gen" lines of the writes it made since its previous fdatasync to
+// that file with one write(2): the writes that must survive a power loss.
+// Worker w owns the blocks b with b%workers == w, so the
 // log order per offset is the write order per offset.
 package main
 
@@ -28,6 +31,8 @@ func main() {
 	workers := flag.Int("workers", 4, "writer goroutines")
 	syncEvery := flag.Int("sync", 16, "fdatasync every N writes per worker")
 	duration := flag.Duration("duration", 60*time.Second, "maximum run time")
+	firstGen := flag.Uint64("firstgen", 1, "generation of the first write (later runs on the same file continue above earlier ones)")
+	syncLogPath := flag.String("synclog", "", "log of the fsynced writes (outside the mount; optional)")
 	flag.Parse()
 
 	fd, err := unix.Open(*file, unix.O_RDWR|unix.O_DIRECT|unix.O_CLOEXEC, 0)
@@ -40,7 +45,16 @@ func main() {
 		fmt.Fprintf(os.Stderr, "open log: %v\n", err)
 		os.Exit(1)
 	}
+	syncLogFd := -1
+	if *syncLogPath != "" {
+		syncLogFd, err = unix.Open(*syncLogPath, unix.O_WRONLY|unix.O_CREAT|unix.O_APPEND|unix.O_TRUNC|unix.O_CLOEXEC, 0o644)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "open synclog: %v\n", err)
+			os.Exit(1)
+		}
+	}
 	var gen atomic.Uint64
+	gen.Store(*firstGen - 1)
 	var writes, syncs atomic.Int64
 	var stop atomic.Bool
 	var firstErr atomic.Value
@@ -58,6 +72,7 @@ func main() {
 			}
 			rng := rand.New(rand.NewPCG(uint64(w), uint64(time.Now().UnixNano())))
 			per := *blocks / uint64(*workers)
+			var unsynced []byte // log lines of writes since the last fdatasync
 			for n := 1; !stop.Load() && time.Now().Before(deadline); n++ {
 				b := rng.Uint64N(per)*uint64(*workers) + uint64(w)
 				g := gen.Add(1)
@@ -75,6 +90,7 @@ func main() {
 					return
 				}
 				writes.Add(1)
+				unsynced = append(unsynced, rec...)
 				if n%*syncEvery == 0 {
 					if err := unix.Fdatasync(fd); err != nil {
 						firstErr.CompareAndSwap(nil, fmt.Sprintf("fdatasync: %v", err))
@@ -82,6 +98,14 @@ func main() {
 						return
 					}
 					syncs.Add(1)
+					if syncLogFd >= 0 {
+						if _, err := unix.Write(syncLogFd, unsynced); err != nil {
+							firstErr.CompareAndSwap(nil, fmt.Sprintf("synclog write: %v", err))
+							stop.Store(true)
+							return
+						}
+					}
+					unsynced = unsynced[:0]
 				}
 			}
 		}(w)
