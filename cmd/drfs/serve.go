@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"drfs/changelog"
+	"drfs/internal/netutil"
 	"drfs/replica"
 	"drfs/tlsutil"
 )
@@ -54,7 +55,7 @@ func (c *serveCommand) ParseFlags(args []string) error {
 		if err != nil {
 			return fmt.Errorf("--listen %q: %w", c.listen, err)
 		}
-		if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+		if !netutil.IsLoopbackHost(host) {
 			return fmt.Errorf("--insecure refuses to listen on %s: plaintext is only for loopback tests", host)
 		}
 	}
