@@ -15,10 +15,10 @@ import (
 const usage = `drfs — disaster-recovery filesystem for VM storage
 
 Usage:
-  drfs mount --source DIR --state DIR [--volume NAME] [--metrics ADDR]
+  drfs mount --source DIR --state DIR [--volume NAME] [--metrics ADDR [--pprof]]
              [--replica URL [--interval D|continuous | --rpo D] [--bwlimit N] [--journal-max N]
               [--certs DIR]] MOUNTPOINT
-  drfs serve --dir DIR --listen ADDR --certs DIR [--keep-points N] [--keep-for D] [--metrics ADDR]
+  drfs serve --dir DIR --listen ADDR --certs DIR [--keep-points N] [--keep-for D] [--metrics ADDR [--pprof]]
   drfs certs --out DIR [--host NAME]...
   drfs status (--state DIR | --dir DIR) [--json]
   drfs points --dir DIR --volume NAME [--json]

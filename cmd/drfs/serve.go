@@ -23,7 +23,7 @@ import (
 
 type serveCommand struct {
 	dir, listen, certs, metrics string
-	insecure                    bool
+	insecure, pprof             bool
 	keepPoints                  int
 	keepFor                     time.Duration
 }
@@ -37,6 +37,7 @@ func (c *serveCommand) ParseFlags(args []string) error {
 	fs.IntVar(&c.keepPoints, "keep-points", 24, "recovery points kept per volume")
 	fs.DurationVar(&c.keepFor, "keep-for", 0, "also keep every recovery point younger than this (e.g. 24h)")
 	fs.StringVar(&c.metrics, "metrics", "", "serve Prometheus metrics on this address")
+	fs.BoolVar(&c.pprof, "pprof", false, "also serve Go profiles on a non-loopback --metrics address (on loopback they always are)")
 	if err := parseNoArgs(fs, args); err != nil {
 		return err
 	}
@@ -73,7 +74,7 @@ func (c *serveCommand) Run(ctx context.Context) error {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	srv.RegisterMetrics(reg)
 	if c.metrics != "" {
-		m, err := serveHTTP("tcp", c.metrics, metricsMux(reg), logger)
+		m, err := serveHTTP("tcp", c.metrics, metricsMux(reg, c.metrics, c.pprof), logger)
 		if err != nil {
 			return fmt.Errorf("metrics listener: %w", err)
 		}
