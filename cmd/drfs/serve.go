@@ -34,8 +34,8 @@ func (c *serveCommand) ParseFlags(args []string) error {
 	fs.StringVar(&c.listen, "listen", "", "address to listen on, e.g. 0.0.0.0:9740 (required)")
 	fs.StringVar(&c.certs, "certs", "", "directory made by `drfs certs` (ca.pem, replica.pem, replica-key.pem)")
 	fs.BoolVar(&c.insecure, "insecure", false, "serve plaintext HTTP (tests only; loopback addresses only)")
-	fs.IntVar(&c.keepPoints, "keep-points", 24, "recovery points kept per volume")
-	fs.DurationVar(&c.keepFor, "keep-for", 0, "also keep every recovery point younger than this (e.g. 24h)")
+	fs.IntVar(&c.keepPoints, "keep-points", 24, "recovery points kept per volume (at least)")
+	fs.DurationVar(&c.keepFor, "keep-for", 0, "also keep every recovery point younger than this, however many (e.g. 24h); a primary cannot discard them")
 	fs.StringVar(&c.metrics, "metrics", "", "serve Prometheus metrics on this address")
 	fs.BoolVar(&c.pprof, "pprof", false, "also serve Go profiles on a non-loopback --metrics address (on loopback they always are)")
 	if err := parseNoArgs(fs, args); err != nil {
@@ -65,6 +65,9 @@ func (c *serveCommand) ParseFlags(args []string) error {
 
 func (c *serveCommand) Run(ctx context.Context) error {
 	logger := log.New(os.Stderr, "drfs: ", log.LstdFlags)
+	if c.keepFor == 0 {
+		logger.Printf("--keep-for is not set: a primary that sends many small logs pushes older recovery points out of the last %d; set --keep-for to keep every point of that period whatever a primary sends", c.keepPoints)
+	}
 	srv, err := replica.NewServer(c.dir, replica.Options{KeepPoints: c.keepPoints, KeepFor: c.keepFor, Logf: logger.Printf}, changelog.Limits{})
 	if err != nil {
 		return err
