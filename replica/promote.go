@@ -89,6 +89,11 @@ func (v *Volume) Promote(o PromoteOptions) (PromoteResult, error) {
 		// the retention: a compromised primary could erase the past that way.
 		return res, fmt.Errorf("%w: promotion would discard %d recovery points younger than %s; run drfs promote on the replica host to have the primary hand over",
 			ErrHistory, v.protectedPoints(), v.opts.KeepFor)
+	case !o.Force && !o.Planned && time.Since(st.LastContact) < contactWindow && (o.Point != nil || o.Time != nil):
+		// A hand-over promotes the latest state and discards the points: it must not stand
+		// in for a request to roll back.
+		return res, fmt.Errorf("the primary was in contact %s ago; a hand-over would promote the latest state, not an older point: promote with --force to roll back (the old primary is fenced when it returns)",
+			time.Since(st.LastContact).Round(time.Second))
 	case !o.Force && !o.Planned && time.Since(st.LastContact) < contactWindow:
 		now := time.Now().UTC()
 		st.HandOver = &now

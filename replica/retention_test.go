@@ -207,6 +207,7 @@ func TestReplica_PlannedPromotionNeedsOperatorWhilePointsAreRetained(t *testing.
 		{"retained points, no request", time.Hour, false, false},
 		{"retained points, operator asked", time.Hour, true, true},
 		{"no time retention", 0, false, true},
+		{"operator asked for an older point", time.Hour, true, false},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			v, err := OpenVolume(t.TempDir(), "vol", Options{KeepPoints: 5, KeepFor: c.keepFor, Logf: t.Logf})
@@ -221,7 +222,12 @@ func TestReplica_PlannedPromotionNeedsOperatorWhilePointsAreRetained(t *testing.
 			mustApply(t, v, jlog(v, journal.OpWrite{Path: "f", Data: []byte("x")}))
 			if c.ask {
 				v.Touch()
-				if _, err := v.Promote(PromoteOptions{}); err == nil {
+				o := PromoteOptions{}
+				if c.name == "operator asked for an older point" {
+					first := v.Points()[0].From - 1
+					o.Point = &first
+				}
+				if _, err := v.Promote(o); err == nil {
 					t.Fatal("promotion over a primary in contact did not ask it to hand over")
 				}
 			}
