@@ -46,6 +46,7 @@ type Replica struct {
 	Metrics string // metrics address
 	Certs   string // --certs directory; "" means --insecure
 	Logs    string
+	Extra   []string // more drfs serve flags, used from the next Start
 
 	mu      sync.Mutex
 	cmd     *exec.Cmd
@@ -119,7 +120,7 @@ func (r *Replica) Start() {
 	if r.Running() {
 		t.Fatalf("replica already running")
 	}
-	args := []string{"serve", "--dir", r.Dir, "--listen", r.Addr, "--metrics", r.Metrics}
+	args := append([]string{"serve", "--dir", r.Dir, "--listen", r.Addr, "--metrics", r.Metrics}, r.Extra...)
 	if r.Certs != "" {
 		args = append(args, "--certs", r.Certs)
 	} else {

@@ -46,7 +46,7 @@ func Adopt(dir string, d volume.Divergence, logf func(string, ...any)) (string, 
 	v.st = State{
 		VolumeID: d.ID, Name: d.Name, Generation: d.Generation, Applied: d.Acked,
 		AppliedAt: time.Now().UTC(), Consistent: len(d.Extents) == 0, Role: "replica",
-		History: d.History, Diverged: d.Extents,
+		History: d.History, Diverged: d.Extents, Reversed: true,
 	}
 	if len(d.Extents) > 0 && d.Extents[0].Path == "" {
 		return "", errors.New("bad diverged extent")

@@ -42,7 +42,7 @@ func (v *Volume) Clone(seq uint64, dest string) error {
 	defer t.close()
 	for k := len(v.st.Points) - 1; k >= 0 && v.st.Points[k].From > seq; k-- {
 		p := v.st.Points[k]
-		entries, err := readUndo(filepath.Join(v.state, "undo", fmt.Sprintf("%016x-%016x.undo", p.From, p.To)))
+		entries, err := readUndo(filepath.Join(v.state, "undo", p.name()+".undo"))
 		if err != nil {
 			return err
 		}

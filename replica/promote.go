@@ -81,6 +81,19 @@ func (v *Volume) Promote(o PromoteOptions) (PromoteResult, error) {
 		return res, errors.New("the replica is not consistent (an initial sync or resync is incomplete): promoting it would expose a tree that never existed on the primary; use --force to do it anyway")
 	case o.Planned && st.Applied != o.ExpectSeq:
 		return res, fmt.Errorf("planned failover: the primary shipped up to seq %d but this replica applied %d", o.ExpectSeq, st.Applied)
+	case o.Planned && (o.Point != nil || o.Time != nil):
+		return res, fmt.Errorf("%w: a planned failover promotes the latest state; rolling back is for drfs promote on the replica host", ErrHistory)
+	case o.Planned && st.HandOver == nil && v.protectedPoints() > 0:
+		// Promotion discards the recovery points. A primary may hand over when this site's
+		// operator asked for it (drfs promote), never on its own while points are inside
+		// the retention: a compromised primary could erase the past that way.
+		return res, fmt.Errorf("%w: promotion would discard %d recovery points younger than %s; run drfs promote on the replica host to have the primary hand over",
+			ErrHistory, v.protectedPoints(), v.opts.KeepFor)
+	case !o.Force && !o.Planned && time.Since(st.LastContact) < contactWindow && (o.Point != nil || o.Time != nil):
+		// A hand-over promotes the latest state and discards the points: it must not stand
+		// in for a request to roll back.
+		return res, fmt.Errorf("the primary was in contact %s ago; a hand-over would promote the latest state, not an older point: promote with --force to roll back (the old primary is fenced when it returns)",
+			time.Since(st.LastContact).Round(time.Second))
 	case !o.Force && !o.Planned && time.Since(st.LastContact) < contactWindow:
 		now := time.Now().UTC()
 		st.HandOver = &now
@@ -98,18 +111,20 @@ func (v *Volume) Promote(o PromoteOptions) (PromoteResult, error) {
 		target = *o.Point
 	}
 	// The logs undone here reached the old primary too: their extents differ between the two
-	// sides and must be compared when the old primary is reversed into a replica.
+	// sides and must be compared when the old primary is reversed into a replica. An explicit
+	// point at the applied seq undoes the resync logs applied since (see RollbackTo).
+	rollback := target != st.Applied || o.Point != nil
 	var exts []volume.Extent
-	for k := len(st.Points) - 1; k >= 0 && st.Points[k].From > target; k-- {
+	for k := len(st.Points) - 1; rollback && k >= 0 && st.Points[k].From > target; k-- {
 		p := st.Points[k]
-		e, err := v.undoExtents(fmt.Sprintf("%016x-%016x.undo", p.From, p.To))
+		e, err := v.undoExtents(p.name() + ".undo")
 		if err != nil {
 			return res, err
 		}
 		exts = append(exts, e...)
 		res.RolledBack++
 	}
-	if target != st.Applied {
+	if rollback {
 		if err := v.rollbackToLocked(target); err != nil {
 			return res, err
 		}

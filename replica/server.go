@@ -48,7 +48,15 @@ import (
 // and one at a time per volume; others wait for their turn while their request lives.
 //
 // Errors are {"error": msg, "code": c, "applied_seq": N} with code "gap" or "stale" or
-// "volume" (HTTP 409), "bad-log" (400), "too-large" (413), "forbidden" (403) or "apply" (500).
+// "volume" or "history" (HTTP 409), "bad-log" (400), "too-large" (413), "forbidden" (403) or
+// "apply" (500).
+//
+// The replica's past is its own: retention (drfs serve --keep-points, --keep-for) is set only
+// there, and no request of a primary drops or relabels a recovery point. A resync log is kept
+// as a point like a journal log; sync-complete never discards points and is refused
+// ("history") if it would set the applied seq back over them, except on an old primary that
+// this site's operator reversed; a planned promote never rolls back, and is refused while
+// points younger than --keep-for exist unless this site's operator asked for the hand-over.
 type Server struct {
 	dir    string
 	opts   Options
@@ -428,7 +436,8 @@ func (s *Server) reply(w http.ResponseWriter, v *Volume, err error) {
 }
 
 // RefusalCode names a refusal a primary must act on ("gap": resend from the applied seq,
-// "stale": it was superseded, "volume": wrong volume), or "" for any other error.
+// "stale": it was superseded, "volume": wrong volume, "history": it would discard recovery
+// points), or "" for any other error.
 func RefusalCode(err error) string {
 	switch {
 	case errors.Is(err, ErrGap):
@@ -437,6 +446,8 @@ func RefusalCode(err error) string {
 		return "stale"
 	case errors.Is(err, ErrVolumeMismatch):
 		return "volume"
+	case errors.Is(err, ErrHistory):
+		return "history"
 	}
 	return ""
 }

@@ -294,19 +294,76 @@ func (t *tree) rename(oldp, newp string, flags uint) error {
 	})
 }
 
-// moveOut renames p to dst, a path outside the tree (in the state's trash, same filesystem).
+// moveOut moves p to dst, a path outside the tree (in the state's trash). When the tree is on
+// another filesystem than the state (a reversed old primary's source linked in place), rename
+// fails with EXDEV and p is copied instead: to dst.part, made durable, renamed to dst, and
+// only then removed. A crash leaves either no dst (p untouched) or a complete dst.
 func (t *tree) moveOut(p, dst string) error {
 	t.keepDir(filepath.Dir(dst))
 	return t.at(p, func(dfd int, name string) error {
-		return unix.Renameat2(dfd, name, unix.AT_FDCWD, dst, 0)
+		err := unix.Renameat2(dfd, name, unix.AT_FDCWD, dst, 0)
+		if !errors.Is(err, unix.EXDEV) {
+			return err
+		}
+		part := dst + ".part"
+		if err := os.RemoveAll(part); err != nil {
+			return err
+		}
+		if err := copyDurable(procPath(dfd, name), part); err != nil {
+			return fmt.Errorf("copy %s to the trash on another filesystem: %w", p, err)
+		}
+		if err := os.Rename(part, dst); err != nil {
+			return err
+		}
+		if err := fsutil.SyncDir(filepath.Dir(dst)); err != nil {
+			return err
+		}
+		return os.RemoveAll(procPath(dfd, name))
 	})
 }
 
-// moveIn renames src (outside the tree) back to p.
+// moveIn moves src (outside the tree) back to p. Across filesystems it copies src to a
+// temporary name beside p and renames that into place; src stays until the rollback removes
+// the trash after its sync, so a crash here just copies again. An object still at p is the
+// one a copying moveOut did not finish removing: the copy in src is the whole of it.
 func (t *tree) moveIn(src, p string) error {
 	t.keepDir(filepath.Dir(src))
 	return t.at(p, func(dfd int, name string) error {
-		return unix.Renameat2(unix.AT_FDCWD, src, dfd, name, unix.RENAME_NOREPLACE)
+		err := unix.Renameat2(unix.AT_FDCWD, src, dfd, name, unix.RENAME_NOREPLACE)
+		if !errors.Is(err, unix.EXDEV) {
+			return err
+		}
+		tmp := ".drfs-restore-" + name
+		if len(tmp) > 255 {
+			tmp = tmp[:255]
+		}
+		if err := os.RemoveAll(procPath(dfd, tmp)); err != nil {
+			return err
+		}
+		if err := copyDurable(src, procPath(dfd, tmp)); err != nil {
+			return fmt.Errorf("copy %s back from the trash on another filesystem: %w", p, err)
+		}
+		if err := os.RemoveAll(procPath(dfd, name)); err != nil {
+			return err
+		}
+		if err := unix.Renameat2(dfd, tmp, dfd, name, unix.RENAME_NOREPLACE); err != nil {
+			return err
+		}
+		return fsutil.SyncDir(procPath(dfd, "."))
+	})
+}
+
+// copyDurable copies src to dst (which must not exist) and fsyncs every directory of the copy;
+// copyTree already syncs file data.
+func copyDurable(src, dst string) error {
+	if err := copyTree(src, dst); err != nil {
+		return err
+	}
+	return filepath.WalkDir(dst, func(p string, d os.DirEntry, err error) error {
+		if err != nil || !d.IsDir() {
+			return err
+		}
+		return fsutil.SyncDir(p)
 	})
 }
 

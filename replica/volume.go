@@ -35,16 +35,36 @@ var (
 	ErrStale          = errors.New("replica: change log of an older generation")
 	ErrVolumeMismatch = errors.New("replica: change log of another volume")
 	ErrApply          = errors.New("replica: change log could not be applied")
+	// ErrHistory refuses a primary's request that would discard or relabel recovery points:
+	// the replica's past is changed only by its own operator.
+	ErrHistory = errors.New("replica: refused: it would discard recovery points")
 )
 
 // Point is a recovery point: the replica can be rolled back to seq From-1 by undoing the logs
 // from this one onwards.
+//
+// A resync log is kept as a point too (Resync): it covers no journal seqs, so its From is the
+// applied seq before it plus one and its To the applied seq (raised to where SyncComplete
+// puts the replica). Consecutive points may therefore share a From; rolling back to From-1
+// undoes all of them, back to the state before the first.
 type Point struct {
 	From      uint64    `json:"from_seq"`
 	To        uint64    `json:"to_seq"`
 	Created   time.Time `json:"created"` // when the primary cut the log
-	Applied   time.Time `json:"applied"`
+	Applied   time.Time `json:"applied"` // replica clock: retention counts from here
 	UndoBytes int64     `json:"undo_bytes"`
+	Resync    bool      `json:"resync,omitempty"`
+	// Undo names the point's undo file (without .undo) and trash directory when they are not
+	// the default %016x-%016x of From and To (resync points; a point whose To was raised).
+	Undo string `json:"undo,omitempty"`
+}
+
+// name is the base name of p's undo file and trash directory.
+func (p Point) name() string {
+	if p.Undo != "" {
+		return p.Undo
+	}
+	return fmt.Sprintf("%016x-%016x", p.From, p.To)
 }
 
 // Applying marks a log whose application began but did not commit: its undo is rolled back at
@@ -86,12 +106,17 @@ type State struct {
 	// over the network: the first one that used it, or the one the operator named with
 	// drfs serve --allow. "" while unbound.
 	BoundPrimary string `json:"bound_primary,omitempty"`
+	// Reversed marks an old primary made a replica by drfs reverse (Adopt) until its resync
+	// completes: the new primary may then set the applied seq back to the common point and
+	// overwrite its diverged changes, which this site's operator chose by reversing.
+	Reversed bool `json:"reversed,omitempty"`
 }
 
-// Options tune a replica volume.
+// Options tune a replica volume. Retention is the replica operator's alone: nothing a
+// primary sends changes it, and no request of a primary drops a point younger than KeepFor.
 type Options struct {
 	KeepPoints int           // recovery points kept (at least this many)
-	KeepFor    time.Duration // and every point younger than this
+	KeepFor    time.Duration // and every point younger than this, however many there are
 	Logf       func(string, ...any)
 	// MaxConcurrentLogs bounds the change logs a Server receives and applies at once
 	// (default DefaultMaxConcurrentLogs).
@@ -329,9 +354,14 @@ func (v *Volume) Apply(l *changelog.Log) (uint64, error) {
 			v.st.Consistent = true
 		}
 		v.st.Points = append(v.st.Points, Point{From: l.FromSeq, To: l.ToSeq, Created: l.Created, Applied: now, UndoBytes: undoBytes})
+	} else if v.st.Applied > 0 && !v.st.Reversed {
+		// A resync may rewrite any byte: what it replaced stays restorable, as the state at
+		// the applied seq before it (see Point).
+		v.st.Points = append(v.st.Points, Point{From: v.st.Applied + 1, To: v.st.Applied, Created: l.Created, Applied: now,
+			UndoBytes: undoBytes, Resync: true, Undo: a.Trash})
 	} else {
-		// Points before a resync would roll back to a state the resync repaired.
-		v.dropPoints(len(v.st.Points))
+		// An initial sync has no past; a reversed old primary's diverged state is what the
+		// operator chose to overwrite.
 		os.Remove(filepath.Join(v.state, "undo", a.Undo))
 		os.RemoveAll(filepath.Join(v.state, "trash", a.Trash))
 	}
@@ -359,11 +389,26 @@ func (v *Volume) SyncComplete(volumeID string, generation, seq, tolerantUntil ui
 	if err := v.fenced(generation); err != nil {
 		return err
 	}
+	if exact && seq < v.st.Applied && !v.st.Reversed && len(v.st.Points) > 0 {
+		return fmt.Errorf("%w: sync-complete would set the applied seq back from %d to %d over recovery points %s", ErrHistory, v.st.Applied, seq, pointList(v.st.Points))
+	}
 	v.st.VolumeID, v.st.Generation = volumeID, generation
-	if seq > v.st.Applied || exact {
+	switch {
+	case seq > v.st.Applied && len(v.st.Points) > 0:
+		// The resync brought the tree to seq: the last point now ends there (its undo still
+		// restores the state before it).
+		last := &v.st.Points[len(v.st.Points)-1]
+		last.Undo = last.name()
+		last.To = seq
+		v.st.Applied = seq
+	case seq > v.st.Applied || exact:
 		// After a reverse the resync repaired everything since the common point: the
 		// replica is exactly at seq, even if this side had acknowledged more before.
 		v.st.Applied = seq
+	}
+	if v.st.Reversed {
+		v.dropPoints(len(v.st.Points))
+		v.st.Reversed = false
 	}
 	v.st.Diverged = nil
 	if tolerantUntil > v.st.Applied {
@@ -374,7 +419,6 @@ func (v *Volume) SyncComplete(volumeID string, generation, seq, tolerantUntil ui
 		v.st.Consistent = true
 	}
 	v.st.AppliedAt = time.Now().UTC()
-	v.dropPoints(len(v.st.Points))
 	return v.save()
 }
 
@@ -398,6 +442,8 @@ func (v *Volume) MarkInconsistent(volumeID string, generation uint64) error {
 func (v *Volume) Points() []Point { return v.State().Points }
 
 // RollbackTo undoes every applied log after seq, which must be a recovery point boundary.
+// Rolling back to the applied seq undoes resync logs applied since (the state at seq is the
+// one before them).
 func (v *Volume) RollbackTo(seq uint64) error {
 	v.mu.Lock()
 	defer v.mu.Unlock()
@@ -405,16 +451,16 @@ func (v *Volume) RollbackTo(seq uint64) error {
 }
 
 func (v *Volume) rollbackToLocked(seq uint64) error {
-	if seq == v.st.Applied {
+	i := sort.Search(len(v.st.Points), func(i int) bool { return v.st.Points[i].From > seq })
+	if i == len(v.st.Points) && seq == v.st.Applied {
 		return nil
 	}
-	i := sort.Search(len(v.st.Points), func(i int) bool { return v.st.Points[i].From > seq })
 	if i == len(v.st.Points) || v.st.Points[i].From != seq+1 {
 		return fmt.Errorf("seq %d is not a recovery point (points: %s)", seq, pointList(v.st.Points))
 	}
 	for k := len(v.st.Points) - 1; k >= i; k-- {
 		p := v.st.Points[k]
-		name := fmt.Sprintf("%016x-%016x", p.From, p.To)
+		name := p.name()
 		if err := v.rollback(name+".undo", name); err != nil {
 			return fmt.Errorf("roll back log %d-%d: %w", p.From, p.To, err)
 		}
@@ -469,7 +515,9 @@ func (v *Volume) rollback(undoName, trashName string) error {
 	return nil
 }
 
-// prune drops recovery points beyond KeepPoints that are older than KeepFor.
+// prune drops recovery points beyond KeepPoints that are older than KeepFor. The count never
+// removes a point younger than KeepFor, so a primary sending a flood of tiny logs cannot push
+// the past out; a run of points sharing a From (a resync) goes whole or not at all.
 func (v *Volume) prune() {
 	n := 0
 	for n < len(v.st.Points)-v.opts.KeepPoints {
@@ -478,13 +526,27 @@ func (v *Volume) prune() {
 		}
 		n++
 	}
+	for n > 0 && n < len(v.st.Points) && v.st.Points[n].From == v.st.Points[n-1].From {
+		n--
+	}
 	v.dropPoints(n)
+}
+
+// protectedPoints counts the recovery points younger than KeepFor.
+func (v *Volume) protectedPoints() int {
+	n := 0
+	for _, p := range v.st.Points {
+		if v.opts.KeepFor > 0 && time.Since(p.Applied) < v.opts.KeepFor {
+			n++
+		}
+	}
+	return n
 }
 
 // dropPoints forgets the n oldest recovery points and deletes their undo data.
 func (v *Volume) dropPoints(n int) {
 	for _, p := range v.st.Points[:n] {
-		name := fmt.Sprintf("%016x-%016x", p.From, p.To)
+		name := p.name()
 		os.Remove(filepath.Join(v.state, "undo", name+".undo"))
 		os.RemoveAll(filepath.Join(v.state, "trash", name))
 	}

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"drfs/changelog"
+	"drfs/internal/netutil"
 	"drfs/replica"
 )
 
@@ -90,16 +91,12 @@ func OpenTarget(raw, volume string, tlsConf *tls.Config, insecure bool, logf fun
 		if !insecure {
 			return nil, fmt.Errorf("replica URL %q is plaintext: use https, or --insecure for a loopback test setup", raw)
 		}
-		if !isLoopback(u.Hostname()) {
+		if !netutil.IsLoopbackHost(u.Hostname()) {
 			return nil, fmt.Errorf("--insecure is only allowed with a loopback replica address, not %s", u.Hostname())
 		}
 		return newHTTPTarget(u, volume, &http.Transport{}), nil
 	}
 	return nil, fmt.Errorf("replica URL %q: scheme must be https, file, export (or http with --insecure)", raw)
-}
-
-func isLoopback(host string) bool {
-	return host == "localhost" || strings.HasPrefix(host, "127.") || host == "::1"
 }
 
 // localTarget applies logs to a replica directory on this host.

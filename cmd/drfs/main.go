@@ -15,10 +15,10 @@ import (
 const usage = `drfs — disaster-recovery filesystem for VM storage
 
 Usage:
-  drfs mount --source DIR --state DIR [--volume NAME] [--metrics ADDR]
+  drfs mount --source DIR --state DIR [--volume NAME] [--metrics ADDR [--pprof]]
              [--replica URL [--interval D|continuous | --rpo D] [--bwlimit N] [--journal-max N]
               [--certs DIR]] MOUNTPOINT
-  drfs serve --dir DIR --listen ADDR --certs DIR [--keep-points N] [--keep-for D] [--metrics ADDR]
+  drfs serve --dir DIR --listen ADDR --certs DIR [--keep-points N] [--keep-for D] [--metrics ADDR [--pprof]]
   drfs certs init --out DIR --site NAME [--host NAME]... | request --out DIR --site NAME [--host NAME]...
              | sign --ca DIR --site NAME --out DIR REQUEST.csr
   drfs status (--state DIR | --dir DIR) [--json]

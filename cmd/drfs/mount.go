@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	drfsfs "drfs/fs"
+	"drfs/internal/netutil"
 	"drfs/internal/units"
 	"drfs/shipper"
 	"drfs/tlsutil"
@@ -30,6 +31,7 @@ import (
 
 type mountCommand struct {
 	source, state, name, metrics string
+	pprof                        bool
 	mountpoint                   string
 	checkpoint                   time.Duration
 	segmentSize                  string
@@ -90,6 +92,7 @@ func (c *mountCommand) ParseFlags(args []string) error {
 	fs.StringVar(&c.state, "state", "", "directory for the journal and metadata, outside source and mountpoint (required)")
 	fs.StringVar(&c.name, "volume", "", "volume name (default: base name of the source)")
 	fs.StringVar(&c.metrics, "metrics", "", "serve Prometheus metrics on this address, e.g. 127.0.0.1:9750")
+	fs.BoolVar(&c.pprof, "pprof", false, "also serve Go profiles on a non-loopback --metrics address (on loopback they always are)")
 	fs.DurationVar(&c.checkpoint, "checkpoint-interval", volume.DefaultCheckpointInterval, "how often source files are synced and the journal trimmed")
 	fs.StringVar(&c.segmentSize, "segment-size", "64M", "size of a journal segment file (preallocated)")
 	fs.BoolVar(&c.debug, "debug", false, "log every FUSE request")
@@ -176,7 +179,7 @@ func (c *mountCommand) Run(ctx context.Context) error {
 		servers = append(servers, ctl)
 	}
 	if c.metrics != "" {
-		srv, err := serveHTTP("tcp", c.metrics, metricsMux(reg), logger)
+		srv, err := serveHTTP("tcp", c.metrics, metricsMux(reg, c.metrics, c.pprof), logger)
 		if err != nil {
 			cleanup()
 			return fmt.Errorf("metrics listener: %w", err)
@@ -325,14 +328,20 @@ func (c *mountCommand) startShipper(ctx context.Context, vol *volume.Volume, reg
 	return ship, nil
 }
 
-// metricsMux serves Prometheus metrics on /metrics (and /) and Go profiles on /debug/pprof/.
-func metricsMux(reg *prometheus.Registry) http.Handler {
+// metricsMux serves Prometheus metrics on /metrics (and /) for the listen address addr, and
+// Go profiles on /debug/pprof/ only when addr is loopback or withPprof is set: a heap profile
+// or goroutine dump shows file names, paths and buffers to anyone who can reach the port.
+func metricsMux(reg *prometheus.Registry, addr string, withPprof bool) http.Handler {
 	mux := http.NewServeMux()
 	h := promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
 	mux.Handle("/metrics", h)
+	if withPprof || netutil.IsLoopbackAddr(addr) {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	} else {
+		mux.Handle("/debug/", http.NotFoundHandler())
+	}
 	mux.Handle("/", h)
-	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	return mux
 }

@@ -45,17 +45,23 @@ func (c *pointsCommand) Run(ctx context.Context) error {
 		return err
 	}
 	// Each kept log's undo restores the state before it: the point at From-1, which is the
-	// state the previous log produced (cut at that log's creation time). The latest applied
-	// state is a point too.
+	// state the previous log produced (cut at that log's creation time). Resync logs share
+	// the From of the log after them: one point, the state before the first (its undo size
+	// is theirs together). The latest applied state is a point too, unless resync logs
+	// applied since make the applied seq name the state before them.
 	var out []pointView
 	for i, p := range st.Points {
+		if n := len(out); n > 0 && out[n-1].Seq == p.From-1 {
+			out[n-1].UndoBytes += p.UndoBytes
+			continue
+		}
 		pv := pointView{Seq: p.From - 1, UndoBytes: p.UndoBytes}
 		if i > 0 {
 			pv.Time = st.Points[i-1].Created
 		}
 		out = append(out, pv)
 	}
-	if st.Applied > 0 {
+	if n := len(out); st.Applied > 0 && (n == 0 || out[n-1].Seq != st.Applied) {
 		out = append(out, pointView{Seq: st.Applied, Time: st.AppliedCreated})
 	}
 	if c.json {

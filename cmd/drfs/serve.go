@@ -17,13 +17,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"drfs/changelog"
+	"drfs/internal/netutil"
 	"drfs/replica"
 	"drfs/tlsutil"
 )
 
 type serveCommand struct {
 	dir, listen, certs, metrics string
-	insecure                    bool
+	insecure, pprof             bool
 	keepPoints                  int
 	keepFor                     time.Duration
 	allow                       map[string]string
@@ -49,9 +50,10 @@ func (c *serveCommand) ParseFlags(args []string) error {
 	})
 	fs.IntVar(&c.maxLogs, "max-concurrent-logs", replica.DefaultMaxConcurrentLogs, "change logs received and applied at once over all volumes")
 	fs.BoolVar(&c.insecure, "insecure", false, "serve plaintext HTTP (tests only; loopback addresses only)")
-	fs.IntVar(&c.keepPoints, "keep-points", 24, "recovery points kept per volume")
-	fs.DurationVar(&c.keepFor, "keep-for", 0, "also keep every recovery point younger than this (e.g. 24h)")
+	fs.IntVar(&c.keepPoints, "keep-points", 24, "recovery points kept per volume (at least)")
+	fs.DurationVar(&c.keepFor, "keep-for", 0, "also keep every recovery point younger than this, however many (e.g. 24h); a primary cannot discard them")
 	fs.StringVar(&c.metrics, "metrics", "", "serve Prometheus metrics on this address")
+	fs.BoolVar(&c.pprof, "pprof", false, "also serve Go profiles on a non-loopback --metrics address (on loopback they always are)")
 	if err := parseNoArgs(fs, args); err != nil {
 		return err
 	}
@@ -70,7 +72,7 @@ func (c *serveCommand) ParseFlags(args []string) error {
 		if err != nil {
 			return fmt.Errorf("--listen %q: %w", c.listen, err)
 		}
-		if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+		if !netutil.IsLoopbackHost(host) {
 			return fmt.Errorf("--insecure refuses to listen on %s: plaintext is only for loopback tests", host)
 		}
 	}
@@ -91,6 +93,9 @@ func primaryIdentity(r *http.Request) (string, error) {
 
 func (c *serveCommand) Run(ctx context.Context) error {
 	logger := log.New(os.Stderr, "drfs: ", log.LstdFlags)
+	if c.keepFor == 0 {
+		logger.Printf("--keep-for is not set: a primary that sends many small logs pushes older recovery points out of the last %d; set --keep-for to keep every point of that period whatever a primary sends", c.keepPoints)
+	}
 	srv, err := replica.NewServer(c.dir, replica.Options{KeepPoints: c.keepPoints, KeepFor: c.keepFor, Logf: logger.Printf, MaxConcurrentLogs: c.maxLogs}, changelog.Limits{})
 	if err != nil {
 		return err
@@ -105,7 +110,7 @@ func (c *serveCommand) Run(ctx context.Context) error {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	srv.RegisterMetrics(reg)
 	if c.metrics != "" {
-		m, err := serveHTTP("tcp", c.metrics, metricsMux(reg), logger)
+		m, err := serveHTTP("tcp", c.metrics, metricsMux(reg, c.metrics, c.pprof), logger)
 		if err != nil {
 			return fmt.Errorf("metrics listener: %w", err)
 		}
