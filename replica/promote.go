@@ -164,22 +164,23 @@ func (v *Volume) Promote(o PromoteOptions) (PromoteResult, error) {
 	return res, errs
 }
 
-// pointAt returns the newest recovery point whose state existed at or before t.
+// pointAt returns the newest recovery point whose state the replica held at or before t, by the
+// replica's own clock (the time each log was applied). The times a primary stamps on its logs
+// are not trusted here: a compromised primary could stamp what it sends after an attack with
+// old times and steer a promote --time to the attacked state.
 func (v *Volume) pointAt(t time.Time) uint64 {
 	st := &v.st
-	if !st.AppliedCreated.After(t) {
+	n := len(st.Points)
+	if n == 0 || !st.Points[n-1].Applied.After(t) {
 		return st.Applied
 	}
-	for k := len(st.Points) - 1; k >= 1; k-- {
-		// The state before Points[k] is the one Points[k-1] produced, cut at its Created.
-		if !st.Points[k-1].Created.After(t) {
+	for k := n - 1; k >= 1; k-- {
+		// The state before Points[k] is the one Points[k-1] produced, held from its Applied.
+		if !st.Points[k-1].Applied.After(t) {
 			return st.Points[k].From - 1
 		}
 	}
-	if len(st.Points) > 0 {
-		return st.Points[0].From - 1
-	}
-	return st.Applied
+	return st.Points[0].From - 1
 }
 
 // undoExtents lists what an undo file restores, as extents.

@@ -266,3 +266,23 @@ func TestReplica_PruneKeepsResyncRunsWhole(t *testing.T) {
 		t.Fatalf("rolled back to %d:\n%s\nwant\n%s", at, got, want)
 	}
 }
+
+// TestReplica_PointAtUsesReplicaClock: a compromised primary stamps the logs it sends after an
+// attack with old times; promote --time T must still pick the state the replica held at T by
+// its own clock, not a later state that claims to be older.
+func TestReplica_PointAtUsesReplicaClock(t *testing.T) {
+	v := MustOpenVolume(t, t.TempDir())
+	mustApply(t, v, jlog(v, journal.OpCreate{Path: "disk", Mode: 0o100644, Ino: 1},
+		journal.OpWrite{Path: "disk", Ino: 1, Off: 0, Data: []byte("good data")}))
+	mustApply(t, v, jlog(v, journal.OpWrite{Path: "disk", Ino: 1, Off: 0, Data: []byte("more good")}))
+	good := v.State().Applied
+	time.Sleep(20 * time.Millisecond)
+	attack := time.Now()
+	time.Sleep(20 * time.Millisecond)
+	l := jlog(v, journal.OpWrite{Path: "disk", Ino: 1, Off: 0, Data: []byte("ENCRYPTED")})
+	l.Created = attack.Add(-time.Hour) // lies about when it was cut
+	mustApply(t, v, l)
+	if got := v.pointAt(attack); got != good {
+		t.Fatalf("pointAt(before the attack) = seq %d, want %d (the state the replica held then); applied %d", got, good, v.State().Applied)
+	}
+}
