@@ -384,3 +384,144 @@ func TestHandOver_MessageLoss(t *testing.T) {
 		})
 	}
 }
+
+// failoverPhase reads the "failover" field of drfs status.
+func failoverPhase(m *Mount) string {
+	st, ok := m.statusQuiet()
+	if !ok {
+		return ""
+	}
+	var f struct {
+		Failover string `json:"failover"`
+	}
+	json.Unmarshal([]byte(st.raw), &f)
+	return f.Failover
+}
+
+// TestHandOver_Kill9AfterIntent kills the primary with SIGKILL after it
+// recorded the hand-over and asked the replica, while the answer is lost:
+// the restarted primary must not take writes until the outcome is known, and
+// then ends on the right side: the primary again when the replica never got
+// the request, demoted when the replica promoted.
+func TestHandOver_Kill9AfterIntent(t *testing.T) {
+	requireTools(t)
+	for _, tc := range []struct {
+		name   string
+		action faultproxy.MatchAction
+		want   string
+	}{
+		{"request-lost", faultproxy.CutRequest, "old"},
+		{"reply-lost", faultproxy.CutReply, "new"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			vol := "kill-" + tc.name
+			g := newHandOverRig(t, vol, "")
+			g.px.SetFaults(faultproxy.Faults{Match: &faultproxy.MatchFault{Pattern: promotePattern(vol), Action: tc.action}})
+			failed := make(chan string, 1)
+			go func() {
+				out, err := run(t, 2*time.Minute, drfsBin, "failover", "--planned", "--state", g.m.State, "--timeout", "60s")
+				failed <- fmt.Sprintf("%v: %s", err, out)
+			}()
+			if !waitFor(30*time.Second, func() bool { return g.px.Stats().Matched >= 2 && failoverPhase(g.m) == "promoting" }) {
+				t.Fatalf("the failover never reached the promote step: %s", g.m.DaemonLog())
+			}
+			g.m.Kill()
+			t.Logf("drfs failover after the kill: %s", <-failed)
+			g.p.Stop()
+			if err := g.m.TryRemount(); err != nil {
+				// Refusing to mount at all would also keep writes out, but the volume must stay
+				// readable for its guests.
+				t.Fatalf("the primary does not come back after the kill: %v", err)
+			}
+			if err := tryWrite(g.m.Mnt); !errors.Is(err, syscall.EROFS) {
+				t.Fatalf("after a kill -9 with the hand-over in doubt, a write on the restarted primary: %v, want EROFS", err)
+			}
+			if ph := failoverPhase(g.m); ph != "in-doubt" {
+				t.Errorf("status after the restart: failover %q, want in-doubt", ph)
+			}
+			// Every write acknowledged before the pause is on the restarted primary.
+			g.p.check(t, "restarted primary", filepath.Join(g.m.Src, "probe.img"))
+			time.Sleep(2 * time.Second) // the daemon keeps asking, and keeps getting no answer
+			if err := tryWrite(g.m.Mnt); !errors.Is(err, syscall.EROFS) {
+				t.Fatalf("still in doubt, a write on the restarted primary: %v, want EROFS", err)
+			}
+			// The network heals: the daemon learns the outcome by itself.
+			g.px.SetFaults(faultproxy.Faults{})
+			if !waitFor(30*time.Second, func() bool { ph := failoverPhase(g.m); return ph == "" }) {
+				t.Fatalf("the restarted primary did not resolve the failover once the replica was reachable: %s", g.m.DaemonLog())
+			}
+			side := oneWriter(t, g)
+			if side != tc.want {
+				t.Fatalf("after the resolution the %q side is the primary, want %q", side, tc.want)
+			}
+			if side == "new" {
+				if st := g.m.Status(); st.ReplicationState != "demoted" {
+					t.Errorf("old primary after learning of the promotion: %s", st.raw)
+				}
+				requireTreesEqual(t, g.m.Src, g.r.DataDir(vol))
+				mountNew(t, g)
+				return
+			}
+			g.m.Sync(time.Minute)
+			requireTreesEqual(t, g.m.Src, g.r.DataDir(vol))
+		})
+	}
+}
+
+// TestHandOver_ReplicaCannotApply: a replica whose disk is full, or that
+// cannot write a file, makes a planned failover (asked on either side) fail
+// at once: the primary takes writes again after one short pause, the replica
+// stays a replica, a hand-over request is tried once, and replication catches
+// up when the replica is fixed.
+func TestHandOver_ReplicaCannotApply(t *testing.T) {
+	requireTools(t, "chattr", "dd")
+	const bound = 10 * time.Second
+	t.Run("disk-full", func(t *testing.T) {
+		fs := smallFS(t, "64M")
+		vol := "full"
+		g := newHandOverRig(t, vol, filepath.Join(fs, "replica"))
+		filler := filepath.Join(fs, "filler")
+		run(t, time.Minute, "dd", "if=/dev/zero", "of="+filler, "bs=1M") // ends with ENOSPC
+		g.p.waitAcked(t, 50)
+		out, err := drfsCmd(t, time.Minute, "failover", "--planned", "--state", g.m.State, "--timeout", "60s")
+		t.Logf("drfs failover --planned (%v):\n%s", err, out)
+		if err == nil || !strings.Contains(out, "cannot apply") || !strings.Contains(out, "still the primary") {
+			t.Fatalf("planned failover to a replica with a full disk: %v, want a failure naming the replica's apply error and saying nothing changed:\n%s", err, out)
+		}
+		if side := oneWriter(t, g); side != "old" {
+			t.Fatalf("after the failed failover the %q side takes writes, want the old primary", side)
+		}
+		g.p.waitAcked(t, 20)
+		checkPause(t, g, bound)
+		os.Remove(filler)
+		g.p.Stop()
+		g.m.Sync(time.Minute)
+		g.p.check(t, "replica after its disk was freed", filepath.Join(g.r.DataDir(vol), "probe.img"))
+		requireTreesEqual(t, g.m.Src, g.r.DataDir(vol))
+	})
+	t.Run("hand-over-request", func(t *testing.T) {
+		vol := "immutable"
+		g := newHandOverRig(t, vol, "")
+		target := filepath.Join(g.r.DataDir(vol), "probe.img")
+		mustRun(t, time.Minute, "chattr", "+i", target)
+		t.Cleanup(func() { run(t, time.Minute, "chattr", "-i", target) })
+		g.p.waitAcked(t, 50)
+		t0 := time.Now()
+		out, err := drfsCmd(t, 45*time.Second, "promote", "--dir", g.r.Dir, "--volume", vol)
+		t.Logf("drfs promote (%v, %s):\n%s", err, time.Since(t0).Round(time.Millisecond), out)
+		if err == nil || !strings.Contains(out, "did not happen") {
+			t.Fatalf("drfs promote asking a live primary whose replica cannot apply: %v, want a prompt failure saying the hand-over did not happen:\n%s", err, out)
+		}
+		time.Sleep(3 * time.Second) // several heartbeats: the request must not run again
+		if side := oneWriter(t, g); side != "old" {
+			t.Fatalf("after the failed hand-over the %q side takes writes, want the old primary", side)
+		}
+		g.p.waitAcked(t, 20)
+		checkPause(t, g, bound)
+		run(t, time.Minute, "chattr", "-i", target)
+		g.p.Stop()
+		g.m.Sync(time.Minute)
+		g.p.check(t, "replica once the file was writable", target)
+		requireTreesEqual(t, g.m.Src, g.r.DataDir(vol))
+	})
+}

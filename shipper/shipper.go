@@ -278,17 +278,36 @@ func (s *Shipper) Run(ctx context.Context) error {
 		s.mu.Unlock()
 		s.m.retries.Inc()
 		s.cfg.Logf("replication to %s: %v (retrying in %s)", s.t, err, backoff)
-		select {
-		case <-ctx.Done():
-		case <-time.After(backoff):
-		case <-s.wake:
-		}
+		s.backoff(ctx, backoff)
 		backoff = min(backoff*2, 30*time.Second)
 		if err == nil {
 			backoff = 200 * time.Millisecond
 		}
 	}
 	return nil
+}
+
+// backoff waits d before the next session, or less if kicked; meanwhile it keeps looking for a
+// hand-over request of the replica, which a primary that cannot ship must still answer.
+func (s *Shipper) backoff(ctx context.Context, d time.Duration) {
+	wait := time.NewTimer(d)
+	defer wait.Stop()
+	beat := time.NewTicker(heartbeatEvery)
+	defer beat.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-wait.C:
+			return
+		case <-s.wake:
+			return
+		case <-beat.C:
+			if st, err := s.t.State(ctx); err == nil {
+				s.handOverRequested(st)
+			}
+		}
+	}
 }
 
 // session connects to the replica, reconciles where it stands, then runs cycles until an
