@@ -150,6 +150,10 @@ func (v *Volume) AbortPromotion(key string) (PromoteResult, error) {
 	return res, nil
 }
 
+// handOverStale is how long a hand-over request may wait for its primary before a new request
+// replaces it.
+const handOverStale = 3 * time.Minute
+
 // contactWindow is how recently a primary must have been heard from to count as alive.
 const contactWindow = 60 * time.Second
 
@@ -193,7 +197,9 @@ func (v *Volume) Promote(o PromoteOptions) (PromoteResult, error) {
 		refusal = fmt.Errorf("planned failover: the primary shipped up to seq %d but this replica applied %d", o.ExpectSeq, st.Applied)
 	case !o.Force && !o.Planned && time.Since(st.LastContact) < contactWindow:
 		now := time.Now().UTC()
-		if st.HandOverID == "" {
+		if st.HandOverID == "" || st.HandOver == nil || now.Sub(*st.HandOver) > handOverStale {
+			// A request no primary answered in that time (it crashed before answering, say)
+			// is replaced: a primary acts on each ID once.
 			st.HandOverID = newHandOverID()
 		}
 		st.HandOver = &now
