@@ -151,8 +151,8 @@ func (v *Volume) AbortPromotion(key string) (PromoteResult, error) {
 }
 
 // handOverStale is how long a hand-over request may wait for its primary before a new request
-// replaces it.
-const handOverStale = 3 * time.Minute
+// replaces it: longer than a hand-over's pause bound and drfs promote's wait.
+const handOverStale = 90 * time.Second
 
 // contactWindow is how recently a primary must have been heard from to count as alive.
 const contactWindow = 60 * time.Second
@@ -199,10 +199,9 @@ func (v *Volume) Promote(o PromoteOptions) (PromoteResult, error) {
 		now := time.Now().UTC()
 		if st.HandOverID == "" || st.HandOver == nil || now.Sub(*st.HandOver) > handOverStale {
 			// A request no primary answered in that time (it crashed before answering, say)
-			// is replaced: a primary acts on each ID once.
-			st.HandOverID = newHandOverID()
+			// is replaced: a primary acts on each ID once. HandOver is when the ID was made.
+			st.HandOverID, st.HandOver = newHandOverID(), &now
 		}
-		st.HandOver = &now
 		if err := v.save(); err != nil {
 			return res, err
 		}
