@@ -1,6 +1,8 @@
 package replica
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -43,6 +45,12 @@ type PromoteOptions struct {
 	Planned   bool       // the old primary asked for it, after shipping its last log
 	ExpectSeq uint64     // planned: the seq the primary shipped last; must equal applied
 	StateDir  string     // where to create the primary state (default DIR/V/primary)
+	// Key names a planned failover (see the hand-over protocol in doc.go): the same request
+	// again gets the same answer, and a key once refused or aborted never promotes.
+	Key string
+	// Abort, with Key, asks the replica never to promote under Key, or to tell that it
+	// already did.
+	Abort bool
 }
 
 // PromoteResult tells the operator what happened and what to run next.
@@ -53,7 +61,98 @@ type PromoteResult struct {
 	RolledBack int    `json:"rolled_back_logs"`
 	Source     string `json:"source"`
 	State      string `json:"state"`
+	// Aborted answers an abort: the key was not promoted and never will be.
+	Aborted bool `json:"aborted,omitempty"`
 }
+
+// ErrPromoteRefused is a planned failover the replica refused: its key is recorded, and the
+// same key is refused for ever, so the primary may safely go on as the primary.
+var ErrPromoteRefused = errors.New("replica: promotion refused")
+
+// maxRefused bounds the refused keys kept in the state.
+const maxRefused = 64
+
+// refusedKey reports whether key was refused or aborted.
+func (v *Volume) refusedKey(key string) (RefusedPromotion, bool) {
+	for _, r := range v.st.Refused {
+		if r.Key == key {
+			return r, true
+		}
+	}
+	return RefusedPromotion{}, false
+}
+
+// refuseLocked records durably that key never promotes, and returns the refusal; if the
+// record cannot be saved the key is not dead yet and cause is returned as a plain error.
+func (v *Volume) refuseLocked(key string, cause error) error {
+	if _, ok := v.refusedKey(key); !ok {
+		v.st.Refused = append(v.st.Refused, RefusedPromotion{Key: key, Reason: cause.Error(), Time: time.Now().UTC()})
+		if n := len(v.st.Refused); n > maxRefused {
+			v.st.Refused = append([]RefusedPromotion(nil), v.st.Refused[n-maxRefused:]...)
+		}
+	}
+	if v.st.HandOverID == key {
+		v.st.HandOver, v.st.HandOverID = nil, ""
+	}
+	if err := v.save(); err != nil {
+		return fmt.Errorf("%w (and recording the refusal failed: %v)", cause, err)
+	}
+	return fmt.Errorf("%w: %w", ErrPromoteRefused, cause)
+}
+
+// promotedResult answers a repeated request of the failover that promoted this replica.
+func (v *Volume) promotedResult() PromoteResult {
+	res := PromoteResult{Volume: v.name, Source: v.data.root, Generation: v.st.Generation, State: v.st.PrimaryDir}
+	if n := len(v.st.History); n > 0 {
+		res.Seq = v.st.History[n-1].StartSeq - 1
+	}
+	return res
+}
+
+// newHandOverID names a hand-over request.
+func newHandOverID() string {
+	var b [12]byte
+	rand.Read(b[:])
+	return "ho-" + hex.EncodeToString(b[:])
+}
+
+// AbortPromotion makes sure the planned failover key never promotes this replica. If it
+// already did, the promotion's result is returned (Aborted false) and the caller must step
+// down; otherwise the key is recorded as refused before Aborted is returned. The answer is the
+// same however often it is asked.
+func (v *Volume) AbortPromotion(key string) (PromoteResult, error) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	res := PromoteResult{Volume: v.name, Source: v.data.root}
+	switch {
+	case key == "":
+		return res, errors.New("abort needs the failover's key")
+	case v.st.Role == "promoted" && v.st.PromoteKey == key:
+		return v.promotedResult(), nil
+	case v.st.Role == "promoted":
+		return res, fmt.Errorf("%w: %s", ErrStale, v.promotionText(v.st.Generation-1))
+	}
+	if _, ok := v.refusedKey(key); ok {
+		res.Aborted = true
+		return res, nil
+	}
+	if p := v.st.Promoting; p != nil && p.Key == key {
+		// A promotion under this key was interrupted before it committed.
+		if err := os.RemoveAll(p.StateDir); err != nil {
+			return res, err
+		}
+		v.st.Promoting = nil
+	}
+	if err := v.refuseLocked(key, errors.New("aborted by the primary")); !errors.Is(err, ErrPromoteRefused) {
+		return res, err
+	}
+	res.Aborted = true
+	return res, nil
+}
+
+// handOverStale is how long a hand-over request may wait for its primary before a new request
+// replaces it: longer than a hand-over's pause bound and drfs promote's wait.
+const handOverStale = 90 * time.Second
 
 // contactWindow is how recently a primary must have been heard from to count as alive.
 const contactWindow = 60 * time.Second
@@ -72,22 +171,37 @@ func (v *Volume) Promote(o PromoteOptions) (PromoteResult, error) {
 	defer v.mu.Unlock()
 	st := &v.st
 	res := PromoteResult{Volume: v.name, Source: v.data.root}
+	key := ""
+	if o.Planned {
+		key = o.Key
+	}
+	if key != "" {
+		switch r, refused := v.refusedKey(key); {
+		case st.Role == "promoted" && st.PromoteKey == key:
+			return v.promotedResult(), nil // the same request again: the same answer
+		case refused:
+			return res, fmt.Errorf("%w: failover %s was refused at %s: %s", ErrPromoteRefused, key, r.Time.Format(time.RFC3339), r.Reason)
+		}
+	}
+	var refusal error
 	switch {
 	case st.VolumeID == "":
-		return res, errors.New("this replica holds no volume yet")
+		refusal = errors.New("this replica holds no volume yet")
+	case st.Role == "promoted" && key != "":
+		return res, fmt.Errorf("%w: %s", ErrStale, v.promotionText(st.Generation-1))
 	case st.Role == "promoted":
 		return res, fmt.Errorf("volume %s is already promoted (generation %d); its primary state is %s", v.name, st.Generation, st.PrimaryDir)
 	case !st.Consistent && !o.Force:
-		return res, errors.New("the replica is not consistent (an initial sync or resync is incomplete): promoting it would expose a tree that never existed on the primary; use --force to do it anyway")
+		refusal = errors.New("the replica is not consistent (an initial sync or resync is incomplete): promoting it would expose a tree that never existed on the primary; use --force to do it anyway")
 	case o.Planned && st.Applied != o.ExpectSeq:
-		return res, fmt.Errorf("planned failover: the primary shipped up to seq %d but this replica applied %d", o.ExpectSeq, st.Applied)
+		refusal = fmt.Errorf("planned failover: the primary shipped up to seq %d but this replica applied %d", o.ExpectSeq, st.Applied)
 	case o.Planned && (o.Point != nil || o.Time != nil):
-		return res, fmt.Errorf("%w: a planned failover promotes the latest state; rolling back is for drfs promote on the replica host", ErrHistory)
+		refusal = fmt.Errorf("%w: a planned failover promotes the latest state; rolling back is for drfs promote on the replica host", ErrHistory)
 	case o.Planned && st.HandOver == nil && v.protectedPoints() > 0:
 		// Promotion discards the recovery points. A primary may hand over when this site's
 		// operator asked for it (drfs promote), never on its own while points are inside
 		// the retention: a compromised primary could erase the past that way.
-		return res, fmt.Errorf("%w: promotion would discard %d recovery points younger than %s; run drfs promote on the replica host to have the primary hand over",
+		refusal = fmt.Errorf("%w: promotion would discard %d recovery points younger than %s; run drfs promote on the replica host to have the primary hand over",
 			ErrHistory, v.protectedPoints(), v.opts.KeepFor)
 	case !o.Force && !o.Planned && time.Since(st.LastContact) < contactWindow && (o.Point != nil || o.Time != nil):
 		// A hand-over promotes the latest state and discards the points: it must not stand
@@ -96,13 +210,34 @@ func (v *Volume) Promote(o PromoteOptions) (PromoteResult, error) {
 			time.Since(st.LastContact).Round(time.Second))
 	case !o.Force && !o.Planned && time.Since(st.LastContact) < contactWindow:
 		now := time.Now().UTC()
-		st.HandOver = &now
+		if st.HandOverID == "" || st.HandOver == nil || now.Sub(*st.HandOver) > handOverStale {
+			// A request no primary answered in that time (it crashed before answering, say)
+			// is replaced: a primary acts on each ID once. HandOver is when the ID was made.
+			st.HandOverID, st.HandOver = newHandOverID(), &now
+		}
 		if err := v.save(); err != nil {
 			return res, err
 		}
 		return res, fmt.Errorf("%w: it was in contact %s ago; it will ship its last log and promote this replica with zero loss at its next contact (or promote with --force if it is really lost)",
 			ErrHandOver, time.Since(st.LastContact).Round(time.Second))
 	}
+	if refusal != nil {
+		if key != "" {
+			return res, v.refuseLocked(key, refusal)
+		}
+		return res, refusal
+	}
+	res, err := v.promoteLocked(o, key)
+	if err != nil && key != "" {
+		return res, v.refuseLocked(key, err)
+	}
+	return res, err
+}
+
+// promoteLocked performs a promotion Promote accepted. Called with v.mu held.
+func (v *Volume) promoteLocked(o PromoteOptions, key string) (PromoteResult, error) {
+	st := &v.st
+	res := PromoteResult{Volume: v.name, Source: v.data.root}
 	target := st.Applied
 	if o.Time != nil {
 		target = v.pointAt(*o.Time)
@@ -144,6 +279,18 @@ func (v *Volume) Promote(o PromoteOptions) (PromoteResult, error) {
 	if stateDir == "" {
 		stateDir = filepath.Join(v.dir, "primary")
 	}
+	if p := st.Promoting; p != nil && p.StateDir == stateDir {
+		// An earlier promotion crashed while preparing this directory: start it afresh.
+		if err := os.RemoveAll(stateDir); err != nil {
+			return res, err
+		}
+	} else if _, err := os.Stat(filepath.Join(stateDir, "meta")); err == nil {
+		return res, fmt.Errorf("%s already holds a volume state; choose another --state-out", stateDir)
+	}
+	st.Promoting = &Promoting{Key: key, StateDir: stateDir}
+	if err := v.save(); err != nil {
+		return res, err
+	}
 	if err := volume.Prepare(volume.PrepareConfig{
 		State: stateDir, Source: v.data.root, Name: v.name, ID: st.VolumeID,
 		Generation: gen, Seq: target, History: hist, Resync: exts,
@@ -152,7 +299,7 @@ func (v *Volume) Promote(o PromoteOptions) (PromoteResult, error) {
 	}
 	before := st.Generation
 	st.Generation, st.History, st.Role, st.PrimaryDir = gen, hist, "promoted", stateDir
-	st.HandOver = nil
+	st.HandOver, st.HandOverID, st.Promoting, st.PromoteKey = nil, "", nil, key
 	v.dropPoints(len(st.Points))
 	if err := v.save(); err != nil {
 		return res, err

@@ -47,6 +47,11 @@ import (
 // Options.MaxConcurrentLogs change logs are received and applied at once over all volumes,
 // and one at a time per volume; others wait for their turn while their request lives.
 //
+// A planned failover's promote carries its Key: repeated, it gets the same answer; refused
+// (409 "refused") or aborted ({"Abort": true} -> {"aborted": true}), the key never promotes;
+// 409 "stale" means another promotion superseded the asking primary; any other error leaves
+// the outcome open and the primary asks again (see the hand-over protocol in doc.go).
+//
 // Errors are {"error": msg, "code": c, "applied_seq": N} with code "gap" or "stale" or
 // "volume" or "history" (HTTP 409), "bad-log" (400), "too-large" (413), "forbidden" (403) or
 // "apply" (500).
@@ -265,13 +270,32 @@ func (s *Server) handler(local bool) http.Handler {
 			writeErr(w, http.StatusForbidden, "forbidden", "only a planned failover can promote over the network; run drfs promote on the replica host", v.State().Applied)
 			return
 		}
-		res, err := v.Promote(o)
-		if errors.Is(err, ErrHandOver) {
+		var res PromoteResult
+		var err error
+		if o.Abort && o.Planned {
+			res, err = v.AbortPromotion(o.Key)
+		} else {
+			res, err = v.Promote(o)
+		}
+		switch {
+		case errors.Is(err, ErrHandOver):
 			writeErr(w, http.StatusAccepted, "hand-over", err.Error(), v.State().Applied)
 			return
-		}
-		if err != nil {
+		case errors.Is(err, ErrPromoteRefused):
+			writeErr(w, http.StatusConflict, "refused", err.Error(), v.State().Applied)
+			return
+		case errors.Is(err, ErrStale):
+			writeErr(w, http.StatusConflict, "stale", err.Error(), v.State().Applied)
+			return
+		case err != nil && o.Key != "":
+			// Not a refusal: the failover's outcome is still open, the primary asks again.
+			writeErr(w, http.StatusInternalServerError, "promote", err.Error(), v.State().Applied)
+			return
+		case err != nil:
 			writeErr(w, http.StatusConflict, "promote", err.Error(), v.State().Applied)
+			return
+		case res.Aborted:
+			writeJSON(w, http.StatusOK, res)
 			return
 		}
 		s.opts.Logf("volume %s promoted to generation %d at seq %d; primary state %s", v.Name(), res.Generation, res.Seq, res.State)

@@ -99,8 +99,19 @@ type State struct {
 	Diverged    []volume.Extent    `json:"diverged,omitempty"` // set by reverse: extents the new primary must resync
 	LastContact time.Time          `json:"last_contact"`       // last request from a primary
 	// HandOver is set by a promote without --force while the primary is in contact: the
-	// primary sees it, ships its last log and hands over with a planned failover.
-	HandOver *time.Time `json:"hand_over_requested,omitempty"`
+	// primary sees it, ships its last log and hands over with a planned failover whose key is
+	// HandOverID. Both are cleared when that key is promoted, refused or aborted.
+	HandOver   *time.Time `json:"hand_over_requested,omitempty"`
+	HandOverID string     `json:"hand_over_id,omitempty"`
+	// PromoteKey is the key of the planned failover that promoted this replica: the same
+	// request again gets the same answer.
+	PromoteKey string `json:"promote_key,omitempty"`
+	// Promoting is set while a promotion prepares the primary state, so a crash halfway
+	// leaves a state directory a retry may replace.
+	Promoting *Promoting `json:"promoting,omitempty"`
+	// Refused lists planned failovers this replica refused or aborted: it never promotes
+	// under these keys (the newest maxRefused are kept).
+	Refused []RefusedPromotion `json:"refused_promotions,omitempty"`
 
 	// BoundPrimary is the identity (site name) of the only primary this volume is served to
 	// over the network: the first one that used it, or the one the operator named with
@@ -110,6 +121,19 @@ type State struct {
 	// completes: the new primary may then set the applied seq back to the common point and
 	// overwrite its diverged changes, which this site's operator chose by reversing.
 	Reversed bool `json:"reversed,omitempty"`
+}
+
+// Promoting is a promotion under way.
+type Promoting struct {
+	Key      string `json:"key,omitempty"`
+	StateDir string `json:"state_dir"`
+}
+
+// RefusedPromotion is a planned failover key the replica will never promote under.
+type RefusedPromotion struct {
+	Key    string    `json:"key"`
+	Reason string    `json:"reason"`
+	Time   time.Time `json:"time"`
 }
 
 // Options tune a replica volume. Retention is the replica operator's alone: nothing a

@@ -72,8 +72,12 @@ func (t *exportTarget) ResyncBegin(context.Context, string, uint64) error { retu
 func (t *exportTarget) SyncComplete(context.Context, string, uint64, uint64, uint64, bool) error {
 	return errOffline
 }
-func (t *exportTarget) Promote(context.Context, uint64) (replica.PromoteResult, error) {
-	return replica.PromoteResult{}, errors.New("cannot fail over to an export directory")
+func (t *exportTarget) Promote(context.Context, uint64, string) (replica.PromoteResult, error) {
+	return replica.PromoteResult{}, &RefusedError{Code: "refused", Msg: "cannot fail over to an export directory"}
+}
+
+func (t *exportTarget) AbortPromote(context.Context, string) (replica.PromoteResult, error) {
+	return replica.PromoteResult{Aborted: true}, nil
 }
 func (t *exportTarget) Describe(context.Context, string, int64, int64, int) (replica.Entry, error) {
 	return replica.Entry{}, errOffline

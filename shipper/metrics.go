@@ -4,7 +4,7 @@ import "github.com/prometheus/client_golang/prometheus"
 
 type metrics struct {
 	logs, rawBytes, wireBytes, resyncBytes, retries, corrupt, rpoViolations, degraded prometheus.Counter
-	cycleDur                                                                          prometheus.Histogram
+	cycleDur, failoverPause                                                           prometheus.Histogram
 	lag, ackedSeq                                                                     prometheus.Gauge
 }
 
@@ -25,6 +25,10 @@ func newMetrics() *metrics {
 			Name: "drfs_shipper_cycle_duration_seconds", Help: "Time to cut, encode, send and get one change log acknowledged.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 4, 10),
 		}),
+		failoverPause: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "drfs_shipper_failover_pause_seconds", Help: "Guest pause of each planned failover, whatever its outcome.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 4, 10),
+		}),
 		lag:      prometheus.NewGauge(prometheus.GaugeOpts{Name: "drfs_shipper_lag_seconds", Help: "Age of the oldest change not yet acknowledged by the replica."}),
 		ackedSeq: prometheus.NewGauge(prometheus.GaugeOpts{Name: "drfs_shipper_acked_seq", Help: "Last journal seq acknowledged by the replica."}),
 	}
@@ -33,7 +37,7 @@ func newMetrics() *metrics {
 // RegisterMetrics registers the shipper's collectors.
 func (s *Shipper) RegisterMetrics(reg prometheus.Registerer) error {
 	m := s.m
-	for _, c := range []prometheus.Collector{m.logs, m.rawBytes, m.wireBytes, m.resyncBytes, m.retries, m.corrupt, m.rpoViolations, m.degraded, m.cycleDur, m.lag, m.ackedSeq} {
+	for _, c := range []prometheus.Collector{m.logs, m.rawBytes, m.wireBytes, m.resyncBytes, m.retries, m.corrupt, m.rpoViolations, m.degraded, m.cycleDur, m.failoverPause, m.lag, m.ackedSeq} {
 		if err := reg.Register(c); err != nil {
 			return err
 		}

@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"drfs/changelog"
-	"drfs/internal/audit"
 	"drfs/journal"
 	"drfs/replica"
 	"drfs/volume"
@@ -78,6 +77,9 @@ type Config struct {
 	Logf        func(string, ...any)
 	// Progress, if set, is called during a full sync with bytes done and total.
 	Progress func(done, total int64)
+	// OnDemoted, if set, is called once this side was durably demoted by a planned failover
+	// (the mount is made read-only in the kernel too).
+	OnDemoted func()
 }
 
 // Status is the replication part of `drfs status`.
@@ -95,6 +97,10 @@ type Status struct {
 	SyncDoneBytes    int64   `json:"sync_done_bytes"`
 	SyncTotalBytes   int64   `json:"sync_total_bytes"`
 	Retries          int64   `json:"retries"`
+	// Failover is the phase of a planned failover: draining, promoting, in-doubt ("" when
+	// none runs).
+	Failover    string `json:"failover,omitempty"`
+	FailoverKey string `json:"failover_key,omitempty"`
 }
 
 // Shipper replicates one volume to one target.
@@ -121,7 +127,16 @@ type Shipper struct {
 	rate       float64 // measured wire bytes per second (EWMA)
 	degraded   bool    // journal folded into dirty extents; cleared when they are resynced
 	demoted    bool    // a planned failover handed the primary role over
-	appendedAt int64   // vol.AppendedBytes() when `next` was last advanced to the journal's end
+	failover   string  // phase of a planned failover, for Status
+	applyErr   string  // the replica's last "cannot apply" answer
+
+	// handOver is the planned failover whose outcome is open (mirrors the volume's record);
+	// handOverSeen the last hand-over request of the replica acted on (under mu).
+	handOver     atomic.Pointer[volume.HandOver]
+	handOverSeen string
+	applyErrs    atomic.Int64 // "cannot apply" answers of the replica
+	foMu         sync.Mutex   // one planned failover or resolution at a time
+	appendedAt   int64        // vol.AppendedBytes() when `next` was last advanced to the journal's end
 
 	wake chan struct{}
 
@@ -161,6 +176,9 @@ func New(cfg Config) (*Shipper, error) {
 	if err := s.vol.Meta().SetString(volume.KeyReplica, cfg.Target.String()); err != nil {
 		return nil, err
 	}
+	if err := s.loadHandOver(); err != nil {
+		return nil, err
+	}
 	return s, nil
 }
 
@@ -183,6 +201,10 @@ func (s *Shipper) Status() Status {
 	}
 	if s.demoted {
 		st.State = "demoted"
+	}
+	st.Failover = s.failover
+	if h := s.handOver.Load(); h != nil {
+		st.FailoverKey = h.Key
 	}
 	return st
 }
@@ -230,9 +252,18 @@ func (s *Shipper) Run(ctx context.Context) error {
 	defer wg.Wait()
 	backoff := 200 * time.Millisecond
 	for ctx.Err() == nil {
+		if s.inDoubt() {
+			s.resolveLoop(ctx)
+			if ctx.Err() != nil || s.isDemoted() {
+				return nil
+			}
+		}
 		err := s.session(ctx)
 		if ctx.Err() != nil || s.isDemoted() {
 			return nil
+		}
+		if s.inDoubt() {
+			continue
 		}
 		if errors.Is(err, ErrFenced) {
 			s.setState("fenced")
@@ -247,17 +278,36 @@ func (s *Shipper) Run(ctx context.Context) error {
 		s.mu.Unlock()
 		s.m.retries.Inc()
 		s.cfg.Logf("replication to %s: %v (retrying in %s)", s.t, err, backoff)
-		select {
-		case <-ctx.Done():
-		case <-time.After(backoff):
-		case <-s.wake:
-		}
+		s.backoff(ctx, backoff)
 		backoff = min(backoff*2, 30*time.Second)
 		if err == nil {
 			backoff = 200 * time.Millisecond
 		}
 	}
 	return nil
+}
+
+// backoff waits d before the next session, or less if kicked; meanwhile it keeps looking for a
+// hand-over request of the replica, which a primary that cannot ship must still answer.
+func (s *Shipper) backoff(ctx context.Context, d time.Duration) {
+	wait := time.NewTimer(d)
+	defer wait.Stop()
+	beat := time.NewTicker(heartbeatEvery)
+	defer beat.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-wait.C:
+			return
+		case <-s.wake:
+			return
+		case <-beat.C:
+			if st, err := s.t.State(ctx); err == nil {
+				s.handOverRequested(st)
+			}
+		}
+	}
 }
 
 // session connects to the replica, reconciles where it stands, then runs cycles until an
@@ -383,7 +433,7 @@ func (s *Shipper) isDemoted() bool {
 func (s *Shipper) cycles(ctx context.Context) error {
 	gen := s.vol.Generation()
 	lastCycle := time.Time{}
-	for ctx.Err() == nil && !s.isDemoted() {
+	for ctx.Err() == nil && !s.isDemoted() && !s.inDoubt() {
 		if err := s.resyncAndComplete(ctx, gen); err != nil {
 			return err
 		}
@@ -443,23 +493,14 @@ func (s *Shipper) resyncAndComplete(ctx context.Context, gen uint64) error {
 // replica's notion of "the primary is alive" fresh and lets it ask for a hand-over.
 const heartbeatEvery = time.Second
 
-// heartbeat fetches the replica's state; a hand-over request starts a planned failover.
+// heartbeat fetches the replica's state; a hand-over request starts a planned failover, once
+// per request.
 func (s *Shipper) heartbeat(ctx context.Context) error {
 	st, err := s.t.State(ctx)
 	if err != nil {
 		return fmt.Errorf("contact replica: %w", err)
 	}
-	if st.HandOver != nil && !s.isDemoted() {
-		s.cfg.Logf("the replica asked this primary to hand over (promote at %s): running a planned failover", st.HandOver.Format(time.RFC3339))
-		go func() {
-			fctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-			defer cancel()
-			if _, err := s.PlannedFailover(fctx); err != nil {
-				s.cfg.Logf("hand-over failed: %v", err)
-				s.setErr(fmt.Errorf("hand-over requested by the replica failed: %w", err))
-			}
-		}()
-	}
+	s.handOverRequested(st)
 	return nil
 }
 
@@ -593,6 +634,12 @@ func (s *Shipper) shipOne(ctx context.Context, end uint64) error {
 		return err
 	}
 	if err != nil {
+		if errors.Is(err, ErrReplicaApply) || errors.Is(err, replica.ErrApply) {
+			s.mu.Lock()
+			s.applyErr = err.Error()
+			s.mu.Unlock()
+			s.applyErrs.Add(1)
+		}
 		return fmt.Errorf("send log %d-%d: %w", from, to, err)
 	}
 	if err := s.vol.Meta().SetUint(keyNext, to); err != nil {
@@ -762,80 +809,4 @@ func (s *Shipper) SyncNow(ctx context.Context) (uint64, error) {
 		case <-tick.C:
 		}
 	}
-}
-
-// FailoverResult reports a planned failover.
-type FailoverResult struct {
-	Generation uint64        `json:"generation"`
-	Seq        uint64        `json:"seq"`
-	Pause      time.Duration `json:"pause_ns"`
-	NewSource  string        `json:"new_primary_source"`
-	NewState   string        `json:"new_primary_state"`
-}
-
-// PlannedFailover switches the primary role to the replica with zero data loss: it pauses
-// guest writes, ships the last log, has the replica promote itself at exactly that seq, marks
-// this side demoted (the volume turns read-only) and resumes. Guests see one pause, whose
-// length is returned; their writes fail with EROFS afterwards, since this site is no longer
-// the primary.
-func (s *Shipper) PlannedFailover(ctx context.Context) (FailoverResult, error) {
-	var res FailoverResult
-	if s.vol.ResyncPending() {
-		return res, errors.New("a resync is under way (see drfs status): retry when replication_state is replicating")
-	}
-	t0 := time.Now()
-	resume := s.vol.Pause()
-	paused := true
-	defer func() {
-		if paused {
-			resume()
-		}
-	}()
-	last := uint64(s.j.LastSeq())
-	if err := s.drain(ctx, last); err != nil {
-		return res, fmt.Errorf("%w; nothing changed", err)
-	}
-	pr, err := s.t.Promote(ctx, last)
-	if err != nil {
-		return res, fmt.Errorf("promote the replica: %w; nothing changed, this side is still the primary", err)
-	}
-	gen := s.vol.Generation()
-	reason := fmt.Sprintf("planned failover to %s (generation %d)", s.t, pr.Generation)
-	if err := s.vol.Meta().Demote(volume.RoleRecord{Reason: reason, Generation: pr.Generation, Seq: last}); err != nil {
-		s.cfg.Logf("record demotion: %v", err)
-	}
-	s.vol.SetReadOnly(reason)
-	s.mu.Lock()
-	s.state = "demoted"
-	s.lastErr = ""
-	s.demoted = true
-	s.mu.Unlock()
-	s.vol.Audit(audit.Entry{Action: "failover", GenBefore: gen, GenAfter: pr.Generation, Point: last,
-		Detail: fmt.Sprintf("planned: this side demoted; new primary at %s (state %s)", s.t, pr.State)})
-	resume()
-	paused = false
-	res = FailoverResult{Generation: pr.Generation, Seq: last, Pause: time.Since(t0), NewSource: pr.Source, NewState: pr.State}
-	s.cfg.Logf("planned failover done: replica promoted to generation %d at seq %d; guests paused %s", pr.Generation, last, res.Pause.Round(time.Microsecond))
-	return res, nil
-}
-
-// drain waits, with the volume paused, until the replica acknowledged seq.
-func (s *Shipper) drain(ctx context.Context, seq uint64) error {
-	tick := time.NewTicker(2 * time.Millisecond)
-	defer tick.Stop()
-	for s.applied.Load() < seq {
-		s.Kick()
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("the replica did not acknowledge seq %d (at %d): %w", seq, s.applied.Load(), ctx.Err())
-		case <-tick.C:
-		}
-		s.mu.Lock()
-		state := s.state
-		s.mu.Unlock()
-		if state == "fenced" {
-			return errors.New("this primary is fenced")
-		}
-	}
-	return nil
 }

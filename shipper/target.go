@@ -35,8 +35,15 @@ type Target interface {
 	// that logs up to tolerantUntil overlap what the resync copied.
 	SyncComplete(ctx context.Context, volumeID string, gen, seq, tolerantUntil uint64, exact bool) error
 	// Promote asks the replica to take over as the primary of generation gen+1 after this
-	// primary shipped everything up to seq (a planned failover).
-	Promote(ctx context.Context, seq uint64) (replica.PromoteResult, error)
+	// primary shipped everything up to seq (a planned failover named key). The same key
+	// again gets the same answer. A *RefusedError "refused" means the replica did not and
+	// will never promote under key; "stale" that another promotion superseded this primary;
+	// any other error leaves the outcome open.
+	Promote(ctx context.Context, seq uint64, key string) (replica.PromoteResult, error)
+	// AbortPromote asks the replica never to promote under key. Aborted in the result means
+	// it will not; otherwise it already did and the result is the promotion's. Errors are as
+	// for Promote.
+	AbortPromote(ctx context.Context, key string) (replica.PromoteResult, error)
 	// Describe returns the replica's entry for path, with block hashes of [off, off+n) when
 	// block > 0.
 	Describe(ctx context.Context, path string, off, n int64, block int) (replica.Entry, error)
@@ -57,6 +64,10 @@ type RefusedError struct {
 }
 
 func (e *RefusedError) Error() string { return fmt.Sprintf("replica refused (%s): %s", e.Code, e.Msg) }
+
+// ErrReplicaApply means the replica was reached but could not apply a log (a full disk, an I/O
+// error): retrying may help later, but not within a failover's pause.
+var ErrReplicaApply = errors.New("replica: could not apply")
 
 // OpenTarget returns the target for a replica URL: https://HOST:PORT (a drfs serve, with
 // mutual TLS from tlsConf), http://127.0.0.1:PORT (only with insecure, loopback only),
@@ -134,8 +145,25 @@ func (t *localTarget) SyncComplete(_ context.Context, id string, gen, seq, toler
 	return localErr(t.v.SyncComplete(id, gen, seq, tolerant, exact), t.v.State().Applied)
 }
 
-func (t *localTarget) Promote(_ context.Context, seq uint64) (replica.PromoteResult, error) {
-	return t.v.Promote(replica.PromoteOptions{Planned: true, ExpectSeq: seq})
+func (t *localTarget) Promote(_ context.Context, seq uint64, key string) (replica.PromoteResult, error) {
+	res, err := t.v.Promote(replica.PromoteOptions{Planned: true, ExpectSeq: seq, Key: key})
+	return res, promoteErr(err)
+}
+
+func (t *localTarget) AbortPromote(_ context.Context, key string) (replica.PromoteResult, error) {
+	res, err := t.v.AbortPromotion(key)
+	return res, promoteErr(err)
+}
+
+// promoteErr maps a local replica's promotion error as the HTTP server does.
+func promoteErr(err error) error {
+	switch {
+	case errors.Is(err, replica.ErrPromoteRefused):
+		return &RefusedError{Code: "refused", Msg: err.Error()}
+	case errors.Is(err, replica.ErrStale):
+		return &RefusedError{Code: "stale", Msg: err.Error()}
+	}
+	return err
 }
 
 func (t *localTarget) Describe(_ context.Context, p string, off, n int64, block int) (replica.Entry, error) {
@@ -192,6 +220,9 @@ func (t *httpTarget) do(ctx context.Context, method, path string, body []byte, o
 			if resp.StatusCode == http.StatusConflict || e.Code == "bad-log" {
 				return &RefusedError{Code: e.Code, Msg: e.Error, Applied: e.Applied}
 			}
+			if e.Code == "apply" {
+				return fmt.Errorf("%w: %s", ErrReplicaApply, e.Error)
+			}
 			return fmt.Errorf("replica: %s (%s)", e.Error, e.Code)
 		}
 		return fmt.Errorf("replica: HTTP %s", resp.Status)
@@ -227,9 +258,15 @@ func (t *httpTarget) SyncComplete(ctx context.Context, id string, gen, seq, tole
 	return t.do(ctx, "POST", "/sync-complete", b, nil)
 }
 
-func (t *httpTarget) Promote(ctx context.Context, seq uint64) (replica.PromoteResult, error) {
+func (t *httpTarget) Promote(ctx context.Context, seq uint64, key string) (replica.PromoteResult, error) {
 	var res replica.PromoteResult
-	b, _ := json.Marshal(replica.PromoteOptions{Planned: true, ExpectSeq: seq})
+	b, _ := json.Marshal(replica.PromoteOptions{Planned: true, ExpectSeq: seq, Key: key})
+	return res, t.do(ctx, "POST", "/promote", b, &res)
+}
+
+func (t *httpTarget) AbortPromote(ctx context.Context, key string) (replica.PromoteResult, error) {
+	var res replica.PromoteResult
+	b, _ := json.Marshal(replica.PromoteOptions{Planned: true, Key: key, Abort: true})
 	return res, t.do(ctx, "POST", "/promote", b, &res)
 }
 

@@ -9,15 +9,50 @@ import (
 	"syscall"
 	"time"
 
+	badger "github.com/dgraph-io/badger/v4"
+
 	"drfs/internal/audit"
 	"drfs/journal"
 )
 
 // More metadata keys, for failover.
 const (
-	keyHistory = "volume/history" // JSON []GenRecord
-	keyRole    = "volume/role"    // JSON RoleRecord; absent for an ordinary primary
+	keyHistory  = "volume/history"  // JSON []GenRecord
+	keyRole     = "volume/role"     // JSON RoleRecord; absent for an ordinary primary
+	keyHandOver = "volume/handover" // JSON HandOver; present while a planned failover's outcome is open
+	// KeyHandOverSeen is where the shipper records the last hand-over request of the replica
+	// it acted on, so a request is run at most once.
+	KeyHandOverSeen = "volume/handover-seen"
 )
+
+// HandOver is a planned failover in progress: recorded durably after the last log was
+// shipped and before the replica is asked to promote, removed when the outcome is known. While
+// it exists the volume refuses writes, across restarts too (see the protocol in
+// shipper/doc.go).
+type HandOver struct {
+	Key        string    `json:"key"`        // the failover's idempotency key
+	Generation uint64    `json:"generation"` // this side's generation; the replica becomes Generation+1
+	Seq        uint64    `json:"seq"`        // the replica applied every record up to Seq; none follows
+	Time       time.Time `json:"time"`
+	Replica    string    `json:"replica"`
+}
+
+// HandOver returns the planned failover in progress, nil if none.
+func (m *Meta) HandOver() (*HandOver, error) {
+	b, err := m.get(keyHandOver)
+	if err != nil || b == nil {
+		return nil, err
+	}
+	var h HandOver
+	return &h, json.Unmarshal(b, &h)
+}
+
+// RecordHandOver records durably that the replica is about to be asked to promote.
+func (m *Meta) RecordHandOver(h HandOver) error { return m.setJSON(keyHandOver, h) }
+
+// ClearHandOver records that the replica did not and will not promote under the hand-over's
+// key: this side stays the primary.
+func (m *Meta) ClearHandOver() error { return m.del(keyHandOver) }
 
 // GenRecord is one generation of a volume's history: it began at StartSeq when the volume was
 // created or promoted. Both sides keep the list; comparing them tells who is newer and where
@@ -71,13 +106,23 @@ func (m *Meta) Role() (*RoleRecord, error) {
 	return &r, json.Unmarshal(b, &r)
 }
 
-// Demote records that this state must not be mounted as a primary any more.
+// Demote records that this state must not be mounted as a primary any more, and ends a
+// hand-over in progress, in one transaction.
 func (m *Meta) Demote(r RoleRecord) error {
 	r.Role = "demoted"
 	if r.Time.IsZero() {
 		r.Time = time.Now().UTC()
 	}
-	return m.setJSON(keyRole, r)
+	b, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	return m.db.Update(func(txn *badger.Txn) error {
+		if err := txn.Set([]byte(keyRole), b); err != nil {
+			return err
+		}
+		return txn.Delete([]byte(keyHandOver))
+	})
 }
 
 // PrepareConfig describes the primary state a promotion creates for a replica's data.
@@ -159,12 +204,39 @@ func (v *Volume) SetReadOnly(reason string) {
 	v.logf("volume is read-only from now on: %s", reason)
 }
 
-// Writable returns EROFS once the volume was made read-only.
+// Fence makes every later mutation fail with EROFS until Unfence: a planned failover's
+// outcome is open, and this side must not take a write the replica may never see. Failing
+// at once (rather than blocking) bounds the guest's pause; a hypervisor set to stop a VM on
+// a write error (QEMU werror=stop) pauses the guest itself until the operator resumes it.
+func (v *Volume) Fence(reason string) {
+	v.fenced.Store(&reason)
+	v.logf("volume refuses writes until the failover's outcome is known: %s", reason)
+}
+
+// Unfence lets mutations through again (the replica refused the failover for good).
+func (v *Volume) Unfence() {
+	if v.fenced.Swap(nil) != nil {
+		v.logf("volume takes writes again")
+	}
+}
+
+// Writable returns EROFS once the volume was made read-only or while it is fenced.
 func (v *Volume) Writable() error {
-	if v.readOnly.Load() != nil {
+	if v.readOnly.Load() != nil || v.fenced.Load() != nil {
 		return syscall.EROFS
 	}
 	return nil
+}
+
+// ReadOnlyReason says why the volume refuses writes, "" when it takes them.
+func (v *Volume) ReadOnlyReason() string {
+	if r := v.readOnly.Load(); r != nil {
+		return *r
+	}
+	if r := v.fenced.Load(); r != nil {
+		return *r
+	}
+	return ""
 }
 
 // ExtentsSince folds the records in [from, to] into the extents they touched (data records at

@@ -28,6 +28,7 @@ type Status struct {
 	Replica         string   `json:"replica,omitempty"`
 	Resync          []Extent `json:"resync"`
 	LastError       string   `json:"last_error"`
+	ReadOnly        string   `json:"read_only,omitempty"` // why writes are refused (demoted, failover in doubt)
 }
 
 // Status returns the live status of an open volume.
@@ -37,6 +38,7 @@ func (v *Volume) Status() Status {
 		JournalSeq: uint64(v.j.LastSeq()), JournalFirstSeq: uint64(v.j.FirstSeq()),
 		DurableSeq: uint64(v.j.DurableSeq()), CheckpointSeq: v.ckSeq.Load(),
 		JournalBytes: v.j.Size(), Clean: !v.start.Unclean, Generation: v.Generation(),
+		ReadOnly: v.ReadOnlyReason(),
 	}
 	s.AckedSeq, _ = v.meta.Uint(KeyShipNext)
 	var err error

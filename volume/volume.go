@@ -82,6 +82,7 @@ type Volume struct {
 	appended   atomic.Int64
 	retainFrom atomic.Pointer[func() journal.Seq]
 	readOnly   atomic.Pointer[string] // set once the volume was demoted
+	fenced     atomic.Pointer[string] // set while a planned failover's outcome is open
 	onFull     atomic.Pointer[func()]
 	pinMu      sync.Mutex
 	pins       []journal.Seq // journal records kept for a reader other than the shipper
@@ -148,6 +149,15 @@ func Open(cfg Config) (_ *Volume, err error) {
 		return nil, err
 	} else if role != nil && !cfg.allowDemoted {
 		return nil, fmt.Errorf("%w: %s (%s, generation %d took over at seq %d); this state cannot be mounted as a primary any more: run `drfs reverse` to make this site a replica of the new primary", ErrDemoted, role.Reason, role.Time.Format(time.RFC3339), role.Generation, role.Seq)
+	}
+	if h, err := v.meta.HandOver(); err != nil {
+		return nil, err
+	} else if h != nil {
+		// A planned failover asked the replica to promote and its outcome is unknown: this side
+		// comes up refusing writes until the shipper (or drfs failover --resolve) learns it.
+		reason := fmt.Sprintf("planned failover %s to %s (generation %d at seq %d, %s) is in doubt", h.Key, h.Replica, h.Generation+1, h.Seq, h.Time.Format(time.RFC3339))
+		v.fenced.Store(&reason)
+		logf("%s: the volume refuses writes until it is resolved", reason)
 	}
 	ck, err := v.meta.Checkpoint()
 	if err != nil {

@@ -74,17 +74,38 @@ func serveControl(vol *volume.Volume, ship *shipper.Shipper, mnt string, logger 
 		if timeout <= 0 {
 			timeout = 2 * time.Minute
 		}
-		ctx, cancel := context.WithTimeout(r.Context(), timeout)
+		// The failover runs to its end even if the client goes away: stopping it halfway would
+		// only leave it in doubt.
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), timeout)
 		defer cancel()
-		res, err := ship.PlannedFailover(ctx)
+		res, err := ship.PlannedFailover(ctx, r.URL.Query().Get("key"))
+		if err != nil {
+			w.WriteHeader(http.StatusConflict)
+			json.NewEncoder(w).Encode(map[string]any{"error": err.Error(), "pause_ns": res.Pause, "in_doubt": errors.Is(err, shipper.ErrInDoubt)})
+			return
+		}
+		json.NewEncoder(w).Encode(res)
+	})
+	mux.HandleFunc("POST /failover-resolve", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		if ship == nil {
+			w.WriteHeader(http.StatusConflict)
+			json.NewEncoder(w).Encode(map[string]string{"error": "this volume has no replica (mount with --replica)"})
+			return
+		}
+		var res shipper.ResolveResult
+		var err error
+		if r.URL.Query().Get("force") == "1" {
+			res, err = ship.ForceResume()
+		} else {
+			ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
+			defer cancel()
+			res, err = ship.Resolve(ctx)
+		}
 		if err != nil {
 			w.WriteHeader(http.StatusConflict)
 			json.NewEncoder(w).Encode(map[string]string{"error": err.Error()})
 			return
-		}
-		// The kernel refuses writes from now on too, before they reach drfs.
-		if err := unix.Mount(mnt, mnt, "", unix.MS_REMOUNT|unix.MS_RDONLY, ""); err != nil {
-			logger.Printf("remount %s read-only: %v (writes still fail with EROFS in drfs)", mnt, err)
 		}
 		json.NewEncoder(w).Encode(res)
 	})
@@ -151,6 +172,15 @@ func controlClient(state string) *http.Client {
 			var d net.Dialer
 			return d.DialContext(ctx, "unix", path)
 		}},
+	}
+}
+
+// remountReadOnly makes the kernel refuse writes to mnt before they reach drfs (a demoted
+// volume refuses them anyway, with EROFS).
+func remountReadOnly(mnt string, logger *log.Logger) {
+	mnt, _ = filepath.Abs(mnt)
+	if err := unix.Mount(mnt, mnt, "", unix.MS_REMOUNT|unix.MS_RDONLY, ""); err != nil {
+		logger.Printf("remount %s read-only: %v (writes still fail with EROFS in drfs)", mnt, err)
 	}
 }
 

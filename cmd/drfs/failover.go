@@ -16,6 +16,7 @@ import (
 	"drfs/internal/audit"
 	"drfs/internal/units"
 	"drfs/replica"
+	"drfs/shipper"
 	"drfs/volume"
 )
 
@@ -101,7 +102,8 @@ but stops shipping; make it a replica of this one with drfs reverse.
 
 // waitHandOver waits until the primary completed the hand-over the replica asked for.
 func (c *promoteCommand) waitHandOver(ctx context.Context) error {
-	deadline := time.Now().Add(90 * time.Second)
+	deadline := time.Now().Add(shipper.HandOverPause + 30*time.Second)
+	id := ""
 	for time.Now().Before(deadline) {
 		sc := serveClient(c.dir)
 		sc.Timeout = 10 * time.Second
@@ -110,6 +112,14 @@ func (c *promoteCommand) waitHandOver(ctx context.Context) error {
 			var st replica.State
 			json.NewDecoder(resp.Body).Decode(&st)
 			resp.Body.Close()
+			if id == "" {
+				id = st.HandOverID
+			}
+			for _, r := range st.Refused {
+				if id != "" && r.Key == id {
+					return fmt.Errorf("the primary's hand-over %s did not happen: %s; nothing changed, the primary stays the primary (retry drfs promote, or use --force if it is lost)", id, r.Reason)
+				}
+			}
 			if st.Role == "promoted" && len(st.History) > 0 {
 				h := st.History[len(st.History)-1]
 				fmt.Printf(`the primary handed over: volume %s is generation %d from seq %d (zero loss)
@@ -125,31 +135,36 @@ bring it up as the primary on this site:
 		case <-time.After(250 * time.Millisecond):
 		}
 	}
-	return errors.New("the primary did not hand over within 90s: if it is lost, run drfs promote --force (it will be fenced if it comes back)")
+	return errors.New("the primary did not hand over in time: if it is lost, run drfs promote --force (it will be fenced if it comes back)")
 }
 
-// failoverCommand: drfs failover --planned --state DIR
+// failoverCommand: drfs failover --planned --state DIR | --resolve [--force-resume] --state DIR
 type failoverCommand struct {
-	state   string
-	planned bool
-	timeout time.Duration
+	state                      string
+	planned, resolve, forceRes bool
+	timeout                    time.Duration
 }
 
 func (c *failoverCommand) ParseFlags(args []string) error {
 	fs := flag.NewFlagSet("drfs failover", flag.ContinueOnError)
 	fs.StringVar(&c.state, "state", "", "state directory of the mounted, replicating primary (required)")
 	fs.BoolVar(&c.planned, "planned", false, "zero-loss switch: pause guest writes, ship the last log, promote the replica, demote this side")
-	fs.DurationVar(&c.timeout, "timeout", 2*time.Minute, "give up (changing nothing) if the replica does not catch up in time")
+	fs.BoolVar(&c.resolve, "resolve", false, "end a planned failover left in doubt: ask the replica whether it promoted; demote this side if it did, take writes again if it did not")
+	fs.BoolVar(&c.forceRes, "force-resume", false, "with --resolve: take writes again WITHOUT the replica's answer (only when the replica site is known lost and never promoted)")
+	fs.DurationVar(&c.timeout, "timeout", 2*time.Minute, "bound on the guests' pause: give up (changing nothing) if the replica has not caught up and promoted by then")
 	if err := parseNoArgs(fs, args); err != nil {
 		return err
 	}
-	if c.state == "" || !c.planned {
-		return errors.New("usage: drfs failover --planned --state DIR (for an unplanned failover run drfs promote on the replica site)")
+	if c.state == "" || c.planned == c.resolve || (c.forceRes && !c.resolve) {
+		return errors.New("usage: drfs failover --planned --state DIR, or drfs failover --resolve [--force-resume] --state DIR (for an unplanned failover run drfs promote on the replica site)")
 	}
 	return nil
 }
 
 func (c *failoverCommand) Run(ctx context.Context) error {
+	if c.resolve {
+		return c.runResolve()
+	}
 	var r struct {
 		Generation uint64        `json:"generation"`
 		Seq        uint64        `json:"seq"`
@@ -167,6 +182,30 @@ this side is demoted: its mount is read-only now. Stop the VMs here, unmount, th
 site the new primary's replica (no copy needed):
   drfs reverse --state %s --dir REPLICA-DIR && drfs serve --dir REPLICA-DIR ...
 `, r.Pause.Round(time.Microsecond), r.Generation, r.Seq, r.Source, r.State, c.state)
+	return nil
+}
+
+func (c *failoverCommand) runResolve() error {
+	var r struct {
+		Key     string `json:"key"`
+		Outcome string `json:"outcome"`
+		Detail  string `json:"detail"`
+	}
+	path := "/failover-resolve"
+	if c.forceRes {
+		path += "?force=1"
+	}
+	if err := callControl(c.state, path, &r); err != nil {
+		return err
+	}
+	switch r.Outcome {
+	case "aborted":
+		fmt.Printf("failover %s did not happen (%s): this side is the primary and takes writes again\n", r.Key, r.Detail)
+	case "demoted":
+		fmt.Printf("failover %s happened: %s\nthis side is demoted and read-only: stop the VMs here and run drfs reverse (see drfs failover --planned)\n", r.Key, r.Detail)
+	default:
+		fmt.Println(r.Detail)
+	}
 	return nil
 }
 

@@ -25,7 +25,7 @@ Usage:
   drfs points --dir DIR --volume NAME [--json]
   drfs sync --state DIR [--timeout D]
   drfs promote --dir DIR --volume NAME [--point SEQ | --time T] [--force]
-  drfs failover --planned --state DIR
+  drfs failover --planned --state DIR [--timeout D] | --resolve [--force-resume] --state DIR
   drfs reverse --state DIR --dir REPLICA-DIR
   drfs audit (--state DIR | --dir DIR --volume NAME)
   drfs verify --state DIR [--json]

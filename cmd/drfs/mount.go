@@ -311,6 +311,7 @@ func (c *mountCommand) startShipper(ctx context.Context, vol *volume.Volume, reg
 		JournalMax: c.repl.jmax, Logf: logger.Printf,
 	}
 	cfg.Progress = progressBar("initial sync")
+	cfg.OnDemoted = func() { remountReadOnly(c.mountpoint, logger) }
 	ship, err := shipper.New(cfg)
 	if err != nil {
 		target.Close()

@@ -24,6 +24,7 @@
 package faultproxy
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -77,6 +78,36 @@ type Faults struct {
 	RefuseProb float64
 	// Seed seeds all random choices; see the package documentation.
 	Seed int64
+	// Match, when set, aims a fault at one message instead of a random
+	// byte: see MatchFault.
+	Match *MatchFault
+}
+
+// MatchAction is what a MatchFault does to the connection carrying the
+// matched message.
+type MatchAction int
+
+const (
+	// CutRequest forwards what precedes the pattern in the chunk, then
+	// cuts the connection: the server never sees the request.
+	CutRequest MatchAction = iota
+	// CutMidway forwards the pattern and half of the rest of the chunk,
+	// then cuts: the server sees a torn request.
+	CutMidway
+	// CutReply forwards the request whole, then cuts the connection in
+	// place of the server's first answer bytes: the server acted on the
+	// request, the client never learns how.
+	CutReply
+)
+
+// MatchFault cuts a connection at the first client to server chunk that
+// contains Pattern (a request line such as "POST /v1/x/promote"), Times
+// times; 0 means every time. A pattern split across two reads is not seen.
+// SetFaults restarts the count.
+type MatchFault struct {
+	Pattern []byte
+	Action  MatchAction
+	Times   int
 }
 
 func (f Faults) validate() error {
@@ -101,6 +132,8 @@ func (f Faults) validate() error {
 type Stats struct {
 	Conns, Dropped, Flipped, Truncated, Refused int64
 	BytesUp, BytesDown                          int64
+	// Matched counts the messages a MatchFault cut.
+	Matched int64
 }
 
 // Proxy is a running fault-injecting proxy. Its methods are safe for
@@ -121,6 +154,8 @@ type Proxy struct {
 
 	conns, dropped, flipped, truncated, refused atomic.Int64
 	bytesUp, bytesDown                          atomic.Int64
+	matched                                     atomic.Int64
+	matchFired                                  atomic.Int64 // firings of the current MatchFault
 }
 
 // Start listens on listen (a loopback "ip:port"; port 0 picks one) and
@@ -191,7 +226,25 @@ func (p *Proxy) SetFaults(f Faults) {
 	}
 	p.mu.Lock()
 	p.faults = f
+	p.matchFired.Store(0)
 	p.mu.Unlock()
+}
+
+// matchChunk reports whether the current MatchFault fires on chunk, and
+// where its pattern starts.
+func (p *Proxy) matchChunk(m *MatchFault, chunk []byte) (int, bool) {
+	if m == nil || len(m.Pattern) == 0 {
+		return 0, false
+	}
+	i := bytes.Index(chunk, m.Pattern)
+	if i < 0 {
+		return 0, false
+	}
+	if m.Times > 0 && p.matchFired.Add(1) > int64(m.Times) {
+		return 0, false
+	}
+	p.matched.Add(1)
+	return i, true
 }
 
 func (p *Proxy) currentFaults() Faults {
@@ -210,6 +263,7 @@ func (p *Proxy) Stats() Stats {
 		Refused:   p.refused.Load(),
 		BytesUp:   p.bytesUp.Load(),
 		BytesDown: p.bytesDown.Load(),
+		Matched:   p.matched.Load(),
 	}
 }
 
@@ -283,6 +337,7 @@ type link struct {
 	total int64 // bytes forwarded both ways, against cutAt
 
 	dropped   atomic.Bool   // counted in Stats.Dropped
+	cutReply  atomic.Bool   // a CutReply fault fired: cut instead of forwarding the answer
 	truncated atomic.Bool   // the up stream was half-closed by truncation
 	downDone  chan struct{} // closed when the down pump returns
 }
@@ -443,6 +498,22 @@ func (l *link) pump(up bool) {
 			}
 			if f.DropAfterBytes > 0 && sent+int64(len(chunk)) >= f.DropAfterBytes {
 				chunk, why = chunk[:max(0, f.DropAfterBytes-sent)], stopDrop
+			}
+			if !up && l.cutReply.Load() {
+				l.drop()
+				return
+			}
+			if up {
+				if i, ok := p.matchChunk(f.Match, chunk); ok {
+					switch f.Match.Action {
+					case CutRequest:
+						chunk, why = chunk[:i], stopDrop
+					case CutMidway:
+						chunk, why = chunk[:i+len(f.Match.Pattern)+(len(chunk)-i-len(f.Match.Pattern))/2], stopDrop
+					case CutReply:
+						l.cutReply.Store(true)
+					}
+				}
 			}
 			if l.cutAt > 0 {
 				l.mu.Lock()

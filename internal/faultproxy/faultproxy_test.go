@@ -8,6 +8,8 @@ import (
 	"math/bits"
 	"math/rand/v2"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"runtime"
 	"strings"
 	"sync"
@@ -462,4 +464,57 @@ func TestStart_InvalidFaults(t *testing.T) {
 func port(addr string) string {
 	_, p, _ := net.SplitHostPort(addr)
 	return p
+}
+
+// TestProxy_Match cuts one HTTP request in each of the three places and
+// checks what the server saw, and that the fault fires only Times times.
+func TestProxy_Match(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		action faultproxy.MatchAction
+		served int64 // handler runs that read the whole body
+	}{
+		{"request", faultproxy.CutRequest, 0},
+		{"midway", faultproxy.CutMidway, 0},
+		{"reply", faultproxy.CutReply, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var served atomic.Int64
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if b, err := io.ReadAll(r.Body); err == nil && len(b) == 4096 {
+					served.Add(1)
+				}
+				io.WriteString(w, "done")
+			}))
+			t.Cleanup(srv.Close)
+			p := MustStart(t, strings.TrimPrefix(srv.URL, "http://"), faultproxy.Faults{
+				Match: &faultproxy.MatchFault{Pattern: []byte("POST /act"), Action: tc.action, Times: 1},
+			})
+			c := &http.Client{Transport: &http.Transport{}, Timeout: 10 * time.Second}
+			t.Cleanup(c.CloseIdleConnections)
+			body := strings.Repeat("x", 4096)
+			post := func() (string, error) {
+				resp, err := c.Post("http://"+p.Addr()+"/act", "text/plain", strings.NewReader(body))
+				if err != nil {
+					return "", err
+				}
+				defer resp.Body.Close()
+				b, err := io.ReadAll(resp.Body)
+				return string(b), err
+			}
+			if got, err := post(); err == nil {
+				t.Fatalf("first request answered %q through a %s cut", got, tc.name)
+			}
+			time.Sleep(50 * time.Millisecond) // let a torn request reach the handler
+			if n := served.Load(); n != tc.served {
+				t.Errorf("server acted on %d requests after the cut, want %d", n, tc.served)
+			}
+			if got, err := post(); err != nil || got != "done" {
+				t.Fatalf("second request: %q, %v; the fault should fire once", got, err)
+			}
+			if st := p.Stats(); st.Matched != 1 {
+				t.Errorf("Stats.Matched = %d, want 1", st.Matched)
+			}
+		})
+	}
 }
