@@ -324,7 +324,7 @@ func (a *applier) do(op journal.Op) error {
 		if err != nil {
 			return err
 		}
-		return unix.Fallocate(fd, o.Mode, o.Off, o.Len)
+		return fallocate(fd, o.Mode, o.Off, o.Len)
 	case journal.OpCreate:
 		return a.t.at(o.Path, func(dfd int, name string) error {
 			fd, err := unix.Openat(dfd, name, unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, o.Mode&07777)
@@ -511,7 +511,7 @@ func undoOn(t *tree, e undoEntry, copyTrash bool) error {
 		if e.flags == 1 {
 			// Punch the whole range first; the data entries (applied after this one in
 			// reverse order) fill the data back in.
-			return unix.Fallocate(fd, unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, e.off, e.size)
+			return fallocate(fd, unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, e.off, e.size)
 		}
 		return pwriteFull(fd, e.data, e.off)
 	case undoSize:
@@ -582,6 +582,36 @@ func pwriteFull(fd int, data []byte, off int64) error {
 			return io.ErrShortWrite
 		}
 		data, off = data[n:], off+int64(n)
+	}
+	return nil
+}
+
+// fallocate is fallocate(2) on a replica file. A filesystem without hole punching or zeroing
+// (some network and FUSE filesystems) gets the same content written as zeros, so a replica
+// directory there still applies and rolls back; only the allocation differs.
+func fallocate(fd int, mode uint32, off, n int64) error {
+	err := unix.Fallocate(fd, mode, off, n)
+	if !errors.Is(err, unix.EOPNOTSUPP) || mode&^(unix.FALLOC_FL_KEEP_SIZE|unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_ZERO_RANGE) != 0 {
+		return err
+	}
+	if mode&(unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_ZERO_RANGE) == 0 {
+		return err // plain preallocation: nothing to write
+	}
+	end := off + n
+	if mode&unix.FALLOC_FL_KEEP_SIZE != 0 {
+		var st unix.Stat_t
+		if err := unix.Fstat(fd, &st); err != nil {
+			return err
+		}
+		end = min(end, st.Size)
+	}
+	zero := make([]byte, min(max(end-off, 0), 1<<20))
+	for pos := off; pos < end; {
+		k := min(int64(len(zero)), end-pos)
+		if err := pwriteFull(fd, zero[:k], pos); err != nil {
+			return err
+		}
+		pos += k
 	}
 	return nil
 }
