@@ -250,7 +250,7 @@ func (s *Shipper) Run(ctx context.Context) error {
 	wg.Add(1)
 	go func() { defer wg.Done(); s.watch(ctx) }()
 	defer wg.Wait()
-	backoff := 200 * time.Millisecond
+	backoff := minBackoff
 	for ctx.Err() == nil {
 		if s.inDoubt() {
 			s.resolveLoop(ctx)
@@ -281,15 +281,21 @@ func (s *Shipper) Run(ctx context.Context) error {
 		s.backoff(ctx, backoff)
 		backoff = min(backoff*2, 30*time.Second)
 		if err == nil {
-			backoff = 200 * time.Millisecond
+			backoff = minBackoff
 		}
 	}
 	return nil
 }
 
-// backoff waits d before the next session, or less if kicked; meanwhile it keeps looking for a
-// hand-over request of the replica, which a primary that cannot ship must still answer.
+// minBackoff is the shortest wait between two failed sessions, however often the shipper is
+// kicked (drfs sync and a failover's drain kick it every few milliseconds).
+const minBackoff = 200 * time.Millisecond
+
+// backoff waits d before the next session, or less (minBackoff at least) if kicked; meanwhile
+// it keeps looking for a hand-over request of the replica, which a primary that cannot ship
+// must still answer.
 func (s *Shipper) backoff(ctx context.Context, d time.Duration) {
+	start := time.Now()
 	wait := time.NewTimer(d)
 	defer wait.Stop()
 	beat := time.NewTicker(heartbeatEvery)
@@ -301,7 +307,11 @@ func (s *Shipper) backoff(ctx context.Context, d time.Duration) {
 		case <-wait.C:
 			return
 		case <-s.wake:
-			return
+			left := minBackoff - time.Since(start)
+			if left <= 0 {
+				return
+			}
+			wait.Reset(min(left, d))
 		case <-beat.C:
 			if st, err := s.t.State(ctx); err == nil {
 				s.handOverRequested(st)

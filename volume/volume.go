@@ -332,8 +332,10 @@ func (v *Volume) Start() StartInfo { return v.start }
 // CheckpointSeq returns the last checkpoint.
 func (v *Volume) CheckpointSeq() uint64 { return v.ckSeq.Load() }
 
-// SetRetention installs fn, which returns the first seq a consumer (the shipper) still needs;
-// journal segments at or after it are kept even when checkpointed.
+// SetRetention installs fn, which returns the first seq a consumer (the shipper) still needs
+// (0: none); journal segments at or after it are kept even when checkpointed. Until it is
+// called, a volume that replicates (KeyReplica recorded) keeps the records after the last seq
+// the shipper recorded as shipped (KeyShipNext).
 func (v *Volume) SetRetention(fn func() journal.Seq) { v.retainFrom.Store(&fn) }
 
 func (v *Volume) background(ctx context.Context) {
@@ -427,10 +429,17 @@ func (v *Volume) checkpoint(files map[string]FileStat) error {
 // release drops journal segments that are both checkpointed and no longer needed by a consumer.
 func (v *Volume) release() error {
 	upTo := journal.Seq(v.ckSeq.Load())
+	var need journal.Seq
 	if fn := v.retainFrom.Load(); fn != nil {
-		if need := (*fn)(); need > 0 && need-1 < upTo {
-			upTo = need - 1
-		}
+		need = (*fn)()
+	} else if r, _ := v.meta.String(KeyReplica); r != "" {
+		// No consumer attached yet (recovery runs before the shipper starts): keep what
+		// the replica has not acknowledged, as the shipper last recorded it.
+		next, _ := v.meta.Uint(KeyShipNext)
+		need = journal.Seq(next + 1)
+	}
+	if need > 0 && need-1 < upTo {
+		upTo = need - 1
 	}
 	v.pinMu.Lock()
 	for _, p := range v.pins {

@@ -243,3 +243,38 @@ func TestVolume_RefusesLostJournal(t *testing.T) {
 		t.Fatalf("Open with the journal gone after an unclean stop: %v", err)
 	}
 }
+
+// TestVolume_RecoveryKeepsUnshippedRecords: after a crash, recovery's checkpoint must not
+// release journal records the replica has not acknowledged yet: the shipper attaches only after
+// Open, and a released record can never be shipped (replication stalled for good).
+func TestVolume_RecoveryKeepsUnshippedRecords(t *testing.T) {
+	d := newDirs(t)
+	v := MustOpenVolume(t, d)
+	if err := v.Meta().SetString(KeyReplica, "https://replica.example:9740"); err != nil {
+		t.Fatal(err)
+	}
+	f := createFile(t, v, "disk")
+	for i := range 300 { // several 1 MiB segments
+		write(t, v, f, fill(byte(i), 8192), int64(i)*8192)
+	}
+	acked := uint64(v.Journal().LastSeq()) / 3
+	if err := v.Meta().SetUint(KeyShipNext, acked); err != nil {
+		t.Fatal(err)
+	}
+	if err := v.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	v.crash()
+	v2 := MustOpenVolume(t, d)
+	if first := uint64(v2.Journal().FirstSeq()); first > acked+1 {
+		t.Fatalf("after recovery the journal starts at seq %d, but the replica acknowledged only %d: records %d..%d were released unshipped", first, acked, acked+1, first-1)
+	}
+	// A checkpoint of a volume whose owner installed a retention hook follows the hook.
+	v2.SetRetention(func() journal.Seq { return 0 })
+	if err := v2.Checkpoint(); err != nil {
+		t.Fatal(err)
+	}
+	if first := uint64(v2.Journal().FirstSeq()); first <= acked+1 {
+		t.Fatalf("with no consumer left the checkpoint kept the journal from seq %d", first)
+	}
+}

@@ -24,6 +24,7 @@ import (
 	drfsfs "drfs/fs"
 	"drfs/internal/netutil"
 	"drfs/internal/units"
+	"drfs/journal"
 	"drfs/shipper"
 	"drfs/tlsutil"
 	"drfs/volume"
@@ -170,6 +171,8 @@ func (c *mountCommand) Run(ctx context.Context) error {
 			return err
 		}
 	} else {
+		// Mounted without a replica: no consumer needs the journal past a checkpoint.
+		vol.SetRetention(func() journal.Seq { return 0 })
 		close(shipDone)
 	}
 	mnt, _ := filepath.Abs(c.mountpoint)
