@@ -40,7 +40,7 @@ TORTURE_SEED     ?=
 torture:
 	bash scripts/deps.sh
 	DRFS_TORTURE_DURATION=$(TORTURE_DURATION) DRFS_TORTURE_ROUNDS=$(TORTURE_ROUNDS) DRFS_TORTURE_SEED=$(TORTURE_SEED) \
-		$(GO) test -count=1 -timeout 2h -run '^TestTorture$$' -v ./e2e/
+		$(GO) test -count=1 -timeout 2h -run '^(TestTorture|TestFault_FullDisk)$$' -v ./e2e/
 
 demo:
 	bash scripts/demo.sh
