@@ -5,10 +5,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
 	badger "github.com/dgraph-io/badger/v4"
+
+	"drfs/internal/fsutil"
 )
 
 // Keys of the metadata store. Values are JSON unless noted; the store is small (one record per
@@ -58,6 +62,9 @@ type Meta struct {
 
 // OpenMeta opens (creating if needed) the badger database in dir.
 func OpenMeta(dir string) (*Meta, error) {
+	if err := removeEmptyLogs(dir); err != nil {
+		return nil, fmt.Errorf("open metadata %s: %w", dir, err)
+	}
 	opts := badger.DefaultOptions(dir).
 		WithSyncWrites(true).
 		WithLogger(nil).
@@ -72,6 +79,38 @@ func OpenMeta(dir string) (*Meta, error) {
 		return nil, fmt.Errorf("open metadata %s: %w", dir, err)
 	}
 	return &Meta{db: db}, nil
+}
+
+// removeEmptyLogs deletes empty memtable (.mem) and value-log (.vlog) files of the badger
+// database in dir. A power loss between the creation of such a file and its first write leaves
+// it empty (it holds no entry, the write that would have filled it never returned); badger
+// refuses to open a directory holding one (dgraph-io/badger#2207), which would keep the volume
+// from mounting after the crash.
+func removeEmptyLogs(dir string) error {
+	ents, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	removed := false
+	for _, e := range ents {
+		if ext := filepath.Ext(e.Name()); ext != ".mem" && ext != ".vlog" {
+			continue
+		}
+		if fi, err := e.Info(); err != nil || !fi.Mode().IsRegular() || fi.Size() != 0 {
+			continue
+		}
+		if err := os.Remove(filepath.Join(dir, e.Name())); err != nil {
+			return err
+		}
+		removed = true
+	}
+	if removed {
+		return fsutil.SyncDir(dir)
+	}
+	return nil
 }
 
 // Close closes the database.
