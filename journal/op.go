@@ -13,24 +13,25 @@ import (
 // the on-disk format.
 type RecordType uint8
 
-// Record types. 0 is never valid.
+// Record types. 0 is never valid. The values are written to disk and on the
+// wire: never renumber one, only add new ones at the end.
 const (
-	RecWrite RecordType = 1 + iota
-	RecTruncate
-	RecFallocate
-	RecCreate
-	RecMkdir
-	RecMknod
-	RecSymlink
-	RecLink
-	RecUnlink
-	RecRmdir
-	RecRename
-	RecSetattr
-	RecSetxattr
-	RecRemovexattr
-	RecHot
-	recTypeEnd
+	RecWrite       RecordType = 1
+	RecTruncate    RecordType = 2
+	RecFallocate   RecordType = 3
+	RecCreate      RecordType = 4
+	RecMkdir       RecordType = 5
+	RecMknod       RecordType = 6
+	RecSymlink     RecordType = 7
+	RecLink        RecordType = 8
+	RecUnlink      RecordType = 9
+	RecRmdir       RecordType = 10
+	RecRename      RecordType = 11
+	RecSetattr     RecordType = 12
+	RecSetxattr    RecordType = 13
+	RecRemovexattr RecordType = 14
+	RecHot         RecordType = 15
+	recTypeEnd     RecordType = 16 // one past the last valid type
 )
 
 var recTypeNames = [...]string{"", "write", "truncate", "fallocate", "create", "mkdir", "mknod",
@@ -43,13 +44,14 @@ func (t RecordType) String() string {
 	return fmt.Sprintf("RecordType(%d)", uint8(t))
 }
 
-// OpSetattr.Valid bits.
+// OpSetattr.Valid bits. Part of the on-disk format, like the record types.
 const (
-	SetMode uint32 = 1 << iota
-	SetUid
-	SetGid
-	SetAtime
-	SetMtime
+	SetMode  uint32 = 1 << 0
+	SetUid   uint32 = 1 << 1
+	SetGid   uint32 = 1 << 2
+	SetAtime uint32 = 1 << 3
+	SetMtime uint32 = 1 << 4
+
 	setValidMask = SetMode | SetUid | SetGid | SetAtime | SetMtime
 )
 
