@@ -126,3 +126,75 @@ func TestOp_FormatConstants(t *testing.T) {
 		t.Errorf("setValidMask = %#x, want %#x", setValidMask, all)
 	}
 }
+
+// TestOp_Describe checks what every op says it touches against the op's fields.
+func TestOp_Describe(t *testing.T) {
+	type want struct {
+		class        string // data, namespace, attr, hot
+		creates      bool
+		paths        []string
+		changed, obj string
+		dirs         []string
+	}
+	wants := map[RecordType]want{
+		RecWrite:       {"data", false, []string{"vm/disk.raw"}, "vm/disk.raw", "vm/disk.raw", nil},
+		RecTruncate:    {"data", false, []string{"vm/disk.raw"}, "vm/disk.raw", "vm/disk.raw", nil},
+		RecFallocate:   {"data", false, []string{"vm/disk.raw"}, "vm/disk.raw", "vm/disk.raw", nil},
+		RecCreate:      {"namespace", true, []string{"vm/new.img"}, "vm/new.img", "vm/new.img", []string{"vm"}},
+		RecMkdir:       {"namespace", true, []string{"vm/snap"}, "vm/snap", "vm/snap", []string{"vm"}},
+		RecMknod:       {"namespace", true, []string{"vm/fifo"}, "vm/fifo", "vm/fifo", []string{"vm"}},
+		RecSymlink:     {"namespace", true, []string{"vm/current"}, "vm/current", "vm/current", []string{"vm"}},
+		RecLink:        {"namespace", false, []string{"vm/new.img", "vm/snap/new.img"}, "vm/snap/new.img", "vm/snap/new.img", []string{"vm/snap"}},
+		RecUnlink:      {"namespace", false, []string{"vm/new.img"}, "vm/new.img", "", []string{"vm"}},
+		RecRmdir:       {"namespace", false, []string{"vm/old"}, "vm/old", "", []string{"vm"}},
+		RecRename:      {"namespace", false, []string{"vm/disk.tmp", "vm/disk.raw"}, "vm/disk.raw", "", []string{"vm"}},
+		RecSetattr:     {"attr", false, []string{"vm/disk.raw"}, "vm/disk.raw", "vm/disk.raw", nil},
+		RecSetxattr:    {"attr", false, []string{"vm/disk.raw"}, "vm/disk.raw", "vm/disk.raw", nil},
+		RecRemovexattr: {"attr", false, []string{"."}, ".", ".", nil},
+		RecHot:         {"hot", false, nil, "", "", nil},
+	}
+	inos := map[RecordType]uint64{RecCreate: 4243, RecMkdir: 4244, RecMknod: 4245, RecSymlink: 4246,
+		RecLink: 4243, RecUnlink: 4243, RecRmdir: 4247, RecRemovexattr: 1}
+	for _, op := range goldenOps {
+		typ := op.Type()
+		w := wants[typ]
+		class := "hot"
+		switch {
+		case typ.IsData():
+			class = "data"
+		case typ.IsNamespace():
+			class = "namespace"
+		case typ.IsAttr():
+			class = "attr"
+		}
+		if n := btoi(typ.IsData()) + btoi(typ.IsNamespace()) + btoi(typ.IsAttr()); n > 1 {
+			t.Errorf("%s is in %d classes", typ, n)
+		}
+		ino, ok := inos[typ]
+		if !ok {
+			ino = 4242
+		}
+		if class != w.class || typ.Creates() != w.creates || op.Inode() != ino ||
+			!reflect.DeepEqual(op.Paths(), w.paths) || op.Changed() != w.changed || op.Object() != w.obj ||
+			!reflect.DeepEqual(op.Dirs(), w.dirs) {
+			t.Errorf("%s: class %s creates %v inode %d paths %q changed %q object %q dirs %q; want %+v, inode %d",
+				typ, class, typ.Creates(), op.Inode(), op.Paths(), op.Changed(), op.Object(), op.Dirs(), w, ino)
+		}
+	}
+	if d := (OpRename{OldPath: "a/x", NewPath: "b/y"}).Dirs(); !reflect.DeepEqual(d, []string{"a", "b"}) {
+		t.Errorf("rename across directories: Dirs = %q", d)
+	}
+	if d := (OpCreate{Path: "top"}).Dirs(); !reflect.DeepEqual(d, []string{"."}) {
+		t.Errorf("create at the root: Dirs = %q", d)
+	}
+	if p := OpPath(OpHot{}); p != "." {
+		t.Errorf("OpPath(OpHot) = %q", p)
+	}
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}

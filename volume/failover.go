@@ -272,12 +272,10 @@ func ExtentsOf(j *journal.Journal, from, to journal.Seq, reason string) ([]Exten
 				add(o.Path, b*gran, gran)
 			}
 		case journal.OpRename:
-			add(o.OldPath, 0, -1)
-			add(o.NewPath, 0, -1)
-		case journal.OpLink:
+			add(o.OldPath, 0, -1) // gone from there too
 			add(o.NewPath, 0, -1)
 		default:
-			add(journal.OpPath(op), 0, -1)
+			add(op.Changed(), 0, -1)
 		}
 		return nil
 	})
