@@ -205,14 +205,15 @@ namespace, and idempotent (replaying the same records twice, or over a source
 that already holds some of them, gives the same tree):
 
  1. A namespace or attribute record (create, mkdir, mknod, symlink, link,
-    unlink, rmdir, rename, setattr, setxattr, removexattr) is appended only
+    unlink, rmdir, rename, setattr, setxattr, removexattr: RecordType.IsNamespace
+    and IsAttr; Op.Dirs and Op.Object name what it touches) is appended only
     after its change is durable in the source (the parent directories of the
     names it adds or removes, and the object whose attributes it changes, are
     fsynced), and it is durable in the journal before the guest's call returns.
     So the source always holds every namespace change the journal holds, and
     replay never re-applies one: replay applies data records only.
- 2. A data record (write, truncate, fallocate with mode 0, KEEP_SIZE,
-    PUNCH_HOLE or ZERO_RANGE) sets bytes or a size, so applying it again changes
+ 2. A data record (RecordType.IsData: write, truncate, fallocate with mode
+    0, KEEP_SIZE, PUNCH_HOLE or ZERO_RANGE) sets bytes or a size, so applying it again changes
     nothing. Replay applies it to the regular file that now has the record's
     inode number, found by a scan of the source that follows no symlink and
     opened with openat2(RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS); a record for an
