@@ -123,16 +123,75 @@ bit in the middle of the last segment is also cut there, and reported.)
 
 # Op encoding
 
-The payload of each record type is one Op (op.go). Fields are encoded in
-struct order: unsigned integers as minimal uvarints, signed ones (offsets,
-sizes, times in Unix ns) as minimal zig-zag varints, strings and byte slices
-as a uvarint length followed by the bytes. OpWrite is the exception: its Data
-is the rest of the payload without a length, so
-AppendWriteHeader(path, ino, off) followed by the data is the whole payload
-and Append can take the data as a separate part without another copy.
+The payload of each record type is one Op (op.go). Fields are encoded one
+after the other in the order of the table below, with no tags or padding, in
+one of four encodings:
 
-	OpWrite:  | len | path | uvarint ino | varint off | data ...       |
-	OpHot:    | uvarint ino | uvarint region |
+	uvarint  unsigned integer, minimal unsigned LEB128 (encoding/binary
+	         AppendUvarint); at most 10 bytes, 5 for a uint32 field, whose
+	         value must fit 32 bits
+	varint   signed integer, minimal zig-zag LEB128 (binary.AppendVarint):
+	         offsets, sizes, lengths and times in Unix ns
+	str      a uvarint byte count, then that many bytes (no terminator)
+	rest     every byte to the end of the payload, no length
+
+A "path" is a str holding a volume-relative path that passes ValidPath:
+non-empty, at most 4096 bytes, relative, filepath.Clean'ed, no NUL, not ".."
+and not under "..". "path|." also accepts "." for the volume root.
+
+	type  name         fields, in order
+	----  -----------  ------------------------------------------------------
+	 1    write        path Path, uvarint Ino, varint Off (>= 0), rest Data
+	 2    truncate     path Path, uvarint Ino, varint Size (>= 0)
+	 3    fallocate    path Path, uvarint Ino, uvarint Mode (fallocate(2)
+	                   flags), varint Off (>= 0), varint Len (>= 0)
+	 4    create       path Path, uvarint Mode, uvarint Uid, uvarint Gid,
+	                   uvarint Ino
+	 5    mkdir        path Path, uvarint Mode, uvarint Uid, uvarint Gid,
+	                   uvarint Ino
+	 6    mknod        path Path, uvarint Mode, uvarint Uid, uvarint Gid,
+	                   uvarint Rdev, uvarint Ino
+	 7    symlink      path Path, str Target (1..4096 bytes, no NUL, any
+	                   other content), uvarint Uid, uvarint Gid, uvarint Ino
+	 8    link         path OldPath, path NewPath, uvarint Ino
+	 9    unlink       path Path, uvarint Ino
+	10    rmdir        path Path, uvarint Ino
+	11    rename       path OldPath, path NewPath, uvarint Flags
+	                   (renameat2(2) flags), uvarint Ino
+	12    setattr      path|. Path, uvarint Valid, uvarint Mode, uvarint Uid,
+	                   uvarint Gid, varint Atime, varint Mtime, uvarint Ino
+	13    setxattr     path|. Path, str Name (1..255 bytes, no NUL),
+	                   str Value (0..65536 bytes), uvarint Flags
+	                   (setxattr(2) flags), uvarint Ino
+	14    removexattr  path|. Path, str Name (1..255 bytes, no NUL),
+	                   uvarint Ino
+	15    hot          uvarint Ino, uvarint Region
+
+Mode is the full st_mode (file type and permission bits) for create, mkdir
+and mknod; for setattr it is the mode the guest asked for, of which only the
+permission bits (07777) are applied. Uid, Gid, Mode and Flags
+fields are uint32 values. A write of n bytes at Off is, byte for byte:
+
+	| str path | uvarint ino | varint off | n bytes of data |
+
+so AppendWriteHeader(path, ino, off) followed by the data is the whole
+payload and Append can take the data as a separate part without another
+copy.
+
+Setattr applies only the attributes whose bit is set in Valid; the other
+fields are written (as 0 by the mount) and ignored. Any other bit makes the
+record invalid:
+
+	SetMode   0x01   chmod to Mode
+	SetUid    0x02   chown to Uid
+	SetGid    0x04   chown to Gid
+	SetAtime  0x08   set atime to Atime
+	SetMtime  0x10   set mtime to Mtime
+
+The type values and setattr bits are pinned by TestOp_FormatConstants, and
+journal/testdata/ops/<type>.bin holds the payload of one op of every type
+(TestOp_Golden; regenerate with go test ./journal -run TestOp_Golden -update
+only when the format is deliberately changed, with a new version).
 
 Every op carries Ino, the inode number of its object in the source
 filesystem: local replay after a crash applies data records by inode, because a
@@ -146,14 +205,15 @@ namespace, and idempotent (replaying the same records twice, or over a source
 that already holds some of them, gives the same tree):
 
  1. A namespace or attribute record (create, mkdir, mknod, symlink, link,
-    unlink, rmdir, rename, setattr, setxattr, removexattr) is appended only
+    unlink, rmdir, rename, setattr, setxattr, removexattr: RecordType.IsNamespace
+    and IsAttr; Op.Dirs and Op.Object name what it touches) is appended only
     after its change is durable in the source (the parent directories of the
     names it adds or removes, and the object whose attributes it changes, are
     fsynced), and it is durable in the journal before the guest's call returns.
     So the source always holds every namespace change the journal holds, and
     replay never re-applies one: replay applies data records only.
- 2. A data record (write, truncate, fallocate with mode 0, KEEP_SIZE,
-    PUNCH_HOLE or ZERO_RANGE) sets bytes or a size, so applying it again changes
+ 2. A data record (RecordType.IsData: write, truncate, fallocate with mode
+    0, KEEP_SIZE, PUNCH_HOLE or ZERO_RANGE) sets bytes or a size, so applying it again changes
     nothing. Replay applies it to the regular file that now has the record's
     inode number, found by a scan of the source that follows no symlink and
     opened with openat2(RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS); a record for an

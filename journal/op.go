@@ -13,24 +13,25 @@ import (
 // the on-disk format.
 type RecordType uint8
 
-// Record types. 0 is never valid.
+// Record types. 0 is never valid. The values are written to disk and on the
+// wire: never renumber one, only add new ones at the end.
 const (
-	RecWrite RecordType = 1 + iota
-	RecTruncate
-	RecFallocate
-	RecCreate
-	RecMkdir
-	RecMknod
-	RecSymlink
-	RecLink
-	RecUnlink
-	RecRmdir
-	RecRename
-	RecSetattr
-	RecSetxattr
-	RecRemovexattr
-	RecHot
-	recTypeEnd
+	RecWrite       RecordType = 1
+	RecTruncate    RecordType = 2
+	RecFallocate   RecordType = 3
+	RecCreate      RecordType = 4
+	RecMkdir       RecordType = 5
+	RecMknod       RecordType = 6
+	RecSymlink     RecordType = 7
+	RecLink        RecordType = 8
+	RecUnlink      RecordType = 9
+	RecRmdir       RecordType = 10
+	RecRename      RecordType = 11
+	RecSetattr     RecordType = 12
+	RecSetxattr    RecordType = 13
+	RecRemovexattr RecordType = 14
+	RecHot         RecordType = 15
+	recTypeEnd     RecordType = 16 // one past the last valid type
 )
 
 var recTypeNames = [...]string{"", "write", "truncate", "fallocate", "create", "mkdir", "mknod",
@@ -43,13 +44,14 @@ func (t RecordType) String() string {
 	return fmt.Sprintf("RecordType(%d)", uint8(t))
 }
 
-// OpSetattr.Valid bits.
+// OpSetattr.Valid bits. Part of the on-disk format, like the record types.
 const (
-	SetMode uint32 = 1 << iota
-	SetUid
-	SetGid
-	SetAtime
-	SetMtime
+	SetMode  uint32 = 1 << 0
+	SetUid   uint32 = 1 << 1
+	SetGid   uint32 = 1 << 2
+	SetAtime uint32 = 1 << 3
+	SetMtime uint32 = 1 << 4
+
 	setValidMask = SetMode | SetUid | SetGid | SetAtime | SetMtime
 )
 
@@ -60,8 +62,47 @@ const (
 	MaxXattrValue   = 64 << 10
 )
 
-// Op is a decoded record.
-type Op interface{ Type() RecordType }
+// Op is a decoded record: one of the 15 Op* types of this package, each a value type.
+// Methods that describe what an op touches are defined on every op, so that callers need no
+// type switch for them.
+type Op interface {
+	// Type is the record type the op is stored as.
+	Type() RecordType
+	// Inode is the inode number, in the source filesystem, of the object the op is about.
+	Inode() uint64
+	// Paths returns the op's path fields in encoding order: OldPath and NewPath for a
+	// link or rename, Path for the others, none for OpHot.
+	Paths() []string
+	// Changed returns the path the op leaves changed: the new name of a link or rename, Path
+	// for the others ("" for OpHot).
+	Changed() string
+	// Object returns the path of the object whose content or attributes the op sets, or which
+	// it creates or links: Path of a data, create, mkdir, mknod, symlink or attribute op,
+	// NewPath of a link; "" for unlink, rmdir and rename (they change names only) and OpHot.
+	Object() string
+	// Dirs returns the directories whose entries the op adds or removes, each once:
+	// the parent of Path for create, mkdir, mknod, symlink, unlink and rmdir, of NewPath for
+	// a link, of OldPath and NewPath for a rename; none for the other ops.
+	Dirs() []string
+
+	// appendPayload appends the op's record payload (see EncodeOp).
+	appendPayload(b []byte) []byte
+}
+
+// IsData reports record types that set bytes or the size of a regular file: write, truncate,
+// fallocate. Replay after a crash applies these only.
+func (t RecordType) IsData() bool { return t >= RecWrite && t <= RecFallocate }
+
+// IsNamespace reports record types that add, remove or move names: create, mkdir, mknod,
+// symlink, link, unlink, rmdir, rename.
+func (t RecordType) IsNamespace() bool { return t >= RecCreate && t <= RecRename }
+
+// IsAttr reports record types that change attributes: setattr, setxattr, removexattr.
+func (t RecordType) IsAttr() bool { return t >= RecSetattr && t <= RecRemovexattr }
+
+// Creates reports record types that make a new object (a new inode) under a new name: create,
+// mkdir, mknod, symlink. A link adds a name to an existing object and is not one.
+func (t RecordType) Creates() bool { return t >= RecCreate && t <= RecSymlink }
 
 // OpWrite writes Data at Off. After DecodeOp, Data aliases the payload.
 type OpWrite struct {
@@ -247,46 +288,64 @@ func AppendWriteHeader(dst []byte, path string, ino uint64, off int64) []byte {
 }
 
 // EncodeOp returns the record payload of op. It does not validate op.
-func EncodeOp(op Op) []byte {
-	var b []byte
-	switch o := op.(type) {
-	case OpWrite:
+func EncodeOp(op Op) []byte { return op.appendPayload(nil) }
+
+func (o OpWrite) appendPayload(b []byte) []byte {
+	if b == nil {
 		b = make([]byte, 0, len(o.Path)+len(o.Data)+16)
-		b = append(AppendWriteHeader(b, o.Path, o.Ino, o.Off), o.Data...)
-	case OpTruncate:
-		b = s64(u(appendString(b, o.Path), o.Ino), o.Size)
-	case OpFallocate:
-		b = s64(s64(u(u(appendString(b, o.Path), o.Ino), uint64(o.Mode)), o.Off), o.Len)
-	case OpCreate:
-		b = u(u(u(u(appendString(b, o.Path), uint64(o.Mode)), uint64(o.Uid)), uint64(o.Gid)), o.Ino)
-	case OpMkdir:
-		b = u(u(u(u(appendString(b, o.Path), uint64(o.Mode)), uint64(o.Uid)), uint64(o.Gid)), o.Ino)
-	case OpMknod:
-		b = u(u(u(u(u(appendString(b, o.Path), uint64(o.Mode)), uint64(o.Uid)), uint64(o.Gid)), o.Rdev), o.Ino)
-	case OpSymlink:
-		b = u(u(u(appendString(appendString(b, o.Path), o.Target), uint64(o.Uid)), uint64(o.Gid)), o.Ino)
-	case OpLink:
-		b = u(appendString(appendString(b, o.OldPath), o.NewPath), o.Ino)
-	case OpUnlink:
-		b = u(appendString(b, o.Path), o.Ino)
-	case OpRmdir:
-		b = u(appendString(b, o.Path), o.Ino)
-	case OpRename:
-		b = u(u(appendString(appendString(b, o.OldPath), o.NewPath), uint64(o.Flags)), o.Ino)
-	case OpSetattr:
-		b = u(u(u(u(appendString(b, o.Path), uint64(o.Valid)), uint64(o.Mode)), uint64(o.Uid)), uint64(o.Gid))
-		b = u(s64(s64(b, o.Atime), o.Mtime), o.Ino)
-	case OpSetxattr:
-		b = u(u(appendBytes(appendString(appendString(b, o.Path), o.Name), o.Value), uint64(o.Flags)), o.Ino)
-	case OpRemovexattr:
-		b = u(appendString(appendString(b, o.Path), o.Name), o.Ino)
-	case OpHot:
-		b = u(u(b, o.Ino), o.Region)
-	default:
-		panic(fmt.Sprintf("journal: EncodeOp of unknown op %T", op))
 	}
-	return b
+	return append(AppendWriteHeader(b, o.Path, o.Ino, o.Off), o.Data...)
 }
+
+func (o OpTruncate) appendPayload(b []byte) []byte {
+	return s64(u(appendString(b, o.Path), o.Ino), o.Size)
+}
+
+func (o OpFallocate) appendPayload(b []byte) []byte {
+	return s64(s64(u(u(appendString(b, o.Path), o.Ino), uint64(o.Mode)), o.Off), o.Len)
+}
+
+func (o OpCreate) appendPayload(b []byte) []byte {
+	return u(u(u(u(appendString(b, o.Path), uint64(o.Mode)), uint64(o.Uid)), uint64(o.Gid)), o.Ino)
+}
+
+func (o OpMkdir) appendPayload(b []byte) []byte {
+	return u(u(u(u(appendString(b, o.Path), uint64(o.Mode)), uint64(o.Uid)), uint64(o.Gid)), o.Ino)
+}
+
+func (o OpMknod) appendPayload(b []byte) []byte {
+	return u(u(u(u(u(appendString(b, o.Path), uint64(o.Mode)), uint64(o.Uid)), uint64(o.Gid)), o.Rdev), o.Ino)
+}
+
+func (o OpSymlink) appendPayload(b []byte) []byte {
+	return u(u(u(appendString(appendString(b, o.Path), o.Target), uint64(o.Uid)), uint64(o.Gid)), o.Ino)
+}
+
+func (o OpLink) appendPayload(b []byte) []byte {
+	return u(appendString(appendString(b, o.OldPath), o.NewPath), o.Ino)
+}
+
+func (o OpUnlink) appendPayload(b []byte) []byte { return u(appendString(b, o.Path), o.Ino) }
+func (o OpRmdir) appendPayload(b []byte) []byte  { return u(appendString(b, o.Path), o.Ino) }
+
+func (o OpRename) appendPayload(b []byte) []byte {
+	return u(u(appendString(appendString(b, o.OldPath), o.NewPath), uint64(o.Flags)), o.Ino)
+}
+
+func (o OpSetattr) appendPayload(b []byte) []byte {
+	b = u(u(u(u(appendString(b, o.Path), uint64(o.Valid)), uint64(o.Mode)), uint64(o.Uid)), uint64(o.Gid))
+	return u(s64(s64(b, o.Atime), o.Mtime), o.Ino)
+}
+
+func (o OpSetxattr) appendPayload(b []byte) []byte {
+	return u(u(appendBytes(appendString(appendString(b, o.Path), o.Name), o.Value), uint64(o.Flags)), o.Ino)
+}
+
+func (o OpRemovexattr) appendPayload(b []byte) []byte {
+	return u(appendString(appendString(b, o.Path), o.Name), o.Ino)
+}
+
+func (o OpHot) appendPayload(b []byte) []byte { return u(u(b, o.Ino), o.Region) }
 
 // dec is a strict payload decoder: the first error sticks.
 type dec struct {
@@ -457,74 +516,98 @@ func DecodeOp(typ RecordType, payload []byte) (Op, error) {
 	return op, nil
 }
 
-// OpPath returns the path an op acts on (for a rename, link: the old path; "." for OpHot).
+// OpPath returns the first path an op names (for a link or rename, the old path), "." for
+// OpHot.
 func OpPath(op Op) string {
-	switch o := op.(type) {
-	case OpWrite:
-		return o.Path
-	case OpTruncate:
-		return o.Path
-	case OpFallocate:
-		return o.Path
-	case OpCreate:
-		return o.Path
-	case OpMkdir:
-		return o.Path
-	case OpMknod:
-		return o.Path
-	case OpSymlink:
-		return o.Path
-	case OpLink:
-		return o.OldPath
-	case OpUnlink:
-		return o.Path
-	case OpRmdir:
-		return o.Path
-	case OpRename:
-		return o.OldPath
-	case OpSetattr:
-		return o.Path
-	case OpSetxattr:
-		return o.Path
-	case OpRemovexattr:
-		return o.Path
+	if p := op.Paths(); len(p) > 0 {
+		return p[0]
 	}
 	return "."
 }
 
-// OpIno returns the source-filesystem inode an op is about (0 when unknown).
-func OpIno(op Op) uint64 {
-	switch o := op.(type) {
-	case OpWrite:
-		return o.Ino
-	case OpTruncate:
-		return o.Ino
-	case OpFallocate:
-		return o.Ino
-	case OpCreate:
-		return o.Ino
-	case OpMkdir:
-		return o.Ino
-	case OpMknod:
-		return o.Ino
-	case OpSymlink:
-		return o.Ino
-	case OpLink:
-		return o.Ino
-	case OpUnlink:
-		return o.Ino
-	case OpRmdir:
-		return o.Ino
-	case OpRename:
-		return o.Ino
-	case OpSetattr:
-		return o.Ino
-	case OpSetxattr:
-		return o.Ino
-	case OpRemovexattr:
-		return o.Ino
-	case OpHot:
-		return o.Ino
+func (o OpWrite) Inode() uint64       { return o.Ino }
+func (o OpTruncate) Inode() uint64    { return o.Ino }
+func (o OpFallocate) Inode() uint64   { return o.Ino }
+func (o OpCreate) Inode() uint64      { return o.Ino }
+func (o OpMkdir) Inode() uint64       { return o.Ino }
+func (o OpMknod) Inode() uint64       { return o.Ino }
+func (o OpSymlink) Inode() uint64     { return o.Ino }
+func (o OpLink) Inode() uint64        { return o.Ino }
+func (o OpUnlink) Inode() uint64      { return o.Ino }
+func (o OpRmdir) Inode() uint64       { return o.Ino }
+func (o OpRename) Inode() uint64      { return o.Ino }
+func (o OpSetattr) Inode() uint64     { return o.Ino }
+func (o OpSetxattr) Inode() uint64    { return o.Ino }
+func (o OpRemovexattr) Inode() uint64 { return o.Ino }
+func (o OpHot) Inode() uint64         { return o.Ino }
+
+func (o OpWrite) Paths() []string       { return []string{o.Path} }
+func (o OpTruncate) Paths() []string    { return []string{o.Path} }
+func (o OpFallocate) Paths() []string   { return []string{o.Path} }
+func (o OpCreate) Paths() []string      { return []string{o.Path} }
+func (o OpMkdir) Paths() []string       { return []string{o.Path} }
+func (o OpMknod) Paths() []string       { return []string{o.Path} }
+func (o OpSymlink) Paths() []string     { return []string{o.Path} }
+func (o OpLink) Paths() []string        { return []string{o.OldPath, o.NewPath} }
+func (o OpUnlink) Paths() []string      { return []string{o.Path} }
+func (o OpRmdir) Paths() []string       { return []string{o.Path} }
+func (o OpRename) Paths() []string      { return []string{o.OldPath, o.NewPath} }
+func (o OpSetattr) Paths() []string     { return []string{o.Path} }
+func (o OpSetxattr) Paths() []string    { return []string{o.Path} }
+func (o OpRemovexattr) Paths() []string { return []string{o.Path} }
+func (o OpHot) Paths() []string         { return nil }
+
+func (o OpWrite) Changed() string       { return o.Path }
+func (o OpTruncate) Changed() string    { return o.Path }
+func (o OpFallocate) Changed() string   { return o.Path }
+func (o OpCreate) Changed() string      { return o.Path }
+func (o OpMkdir) Changed() string       { return o.Path }
+func (o OpMknod) Changed() string       { return o.Path }
+func (o OpSymlink) Changed() string     { return o.Path }
+func (o OpLink) Changed() string        { return o.NewPath }
+func (o OpUnlink) Changed() string      { return o.Path }
+func (o OpRmdir) Changed() string       { return o.Path }
+func (o OpRename) Changed() string      { return o.NewPath }
+func (o OpSetattr) Changed() string     { return o.Path }
+func (o OpSetxattr) Changed() string    { return o.Path }
+func (o OpRemovexattr) Changed() string { return o.Path }
+func (o OpHot) Changed() string         { return "" }
+
+func (o OpWrite) Object() string       { return o.Path }
+func (o OpTruncate) Object() string    { return o.Path }
+func (o OpFallocate) Object() string   { return o.Path }
+func (o OpCreate) Object() string      { return o.Path }
+func (o OpMkdir) Object() string       { return o.Path }
+func (o OpMknod) Object() string       { return o.Path }
+func (o OpSymlink) Object() string     { return o.Path }
+func (o OpLink) Object() string        { return o.NewPath }
+func (o OpUnlink) Object() string      { return "" }
+func (o OpRmdir) Object() string       { return "" }
+func (o OpRename) Object() string      { return "" }
+func (o OpSetattr) Object() string     { return o.Path }
+func (o OpSetxattr) Object() string    { return o.Path }
+func (o OpRemovexattr) Object() string { return o.Path }
+func (o OpHot) Object() string         { return "" }
+
+func (o OpWrite) Dirs() []string       { return nil }
+func (o OpTruncate) Dirs() []string    { return nil }
+func (o OpFallocate) Dirs() []string   { return nil }
+func (o OpCreate) Dirs() []string      { return []string{filepath.Dir(o.Path)} }
+func (o OpMkdir) Dirs() []string       { return []string{filepath.Dir(o.Path)} }
+func (o OpMknod) Dirs() []string       { return []string{filepath.Dir(o.Path)} }
+func (o OpSymlink) Dirs() []string     { return []string{filepath.Dir(o.Path)} }
+func (o OpLink) Dirs() []string        { return []string{filepath.Dir(o.NewPath)} }
+func (o OpUnlink) Dirs() []string      { return []string{filepath.Dir(o.Path)} }
+func (o OpRmdir) Dirs() []string       { return []string{filepath.Dir(o.Path)} }
+func (o OpSetattr) Dirs() []string     { return nil }
+func (o OpSetxattr) Dirs() []string    { return nil }
+func (o OpRemovexattr) Dirs() []string { return nil }
+func (o OpHot) Dirs() []string         { return nil }
+
+func (o OpRename) Dirs() []string {
+	from, to := filepath.Dir(o.OldPath), filepath.Dir(o.NewPath)
+	if from == to {
+		return []string{from}
 	}
-	return 0
+	return []string{from, to}
 }

@@ -20,13 +20,6 @@ import (
 	"drfs/volume"
 )
 
-// Metadata keys of the shipper's durable state, in the volume's metadata store.
-const (
-	keyNext     = volume.KeyShipNext // next seq to ship is this + 1 (journal kept from there)
-	keySyncSeq  = "ship/sync_seq"    // seq+1: a full resync is pending; the replica becomes consistent at seq (0: none)
-	keySyncBusy = "ship/sync_busy"   // seq+1: a repair resync is covered once the journal shipped past seq (0: none)
-)
-
 // Schedule says when cycles start.
 type Schedule struct {
 	Interval   time.Duration // fixed interval between cycle starts
@@ -155,7 +148,7 @@ func New(cfg Config) (*Shipper, error) {
 		cfg.Logf = func(string, ...any) {}
 	}
 	s := &Shipper{cfg: cfg, vol: cfg.Volume, j: cfg.Volume.Journal(), t: cfg.Target, m: newMetrics(), state: "connecting", rate: 10 << 20, wake: make(chan struct{}, 1)}
-	next, err := s.vol.Meta().Uint(keyNext)
+	next, err := s.vol.Meta().Uint(volume.KeyShipNext)
 	if err != nil {
 		return nil, err
 	}
@@ -336,7 +329,7 @@ func (s *Shipper) session(ctx context.Context) error {
 		return fmt.Errorf("%w: %s", ErrFenced, promotionText(st, gen))
 	}
 	last := uint64(s.j.LastSeq())
-	syncPending, _ := s.vol.Meta().Uint(keySyncSeq)
+	syncPending, _ := s.vol.Meta().Uint(volume.KeyShipSyncSeq)
 	switch {
 	case st.VolumeID == "" || (!st.Consistent && syncPending == 0 && st.Applied == 0):
 		s.cfg.Logf("replica %s holds no copy of volume %s: starting the initial sync", s.t, s.vol.Name())
@@ -407,10 +400,10 @@ func (s *Shipper) pendSync(exts []volume.Extent, seq uint64) error {
 	if err := s.vol.Meta().AddResync(exts); err != nil {
 		return err
 	}
-	if err := s.vol.Meta().SetUint(keySyncSeq, seq+1); err != nil {
+	if err := s.vol.Meta().SetUint(volume.KeyShipSyncSeq, seq+1); err != nil {
 		return err
 	}
-	if err := s.vol.Meta().SetUint(keyNext, seq); err != nil {
+	if err := s.vol.Meta().SetUint(volume.KeyShipNext, seq); err != nil {
 		return err
 	}
 	s.next.Store(seq)
@@ -468,11 +461,11 @@ func (s *Shipper) cycles(ctx context.Context) error {
 func (s *Shipper) resyncAndComplete(ctx context.Context, gen uint64) error {
 	s.opMu.Lock()
 	defer s.opMu.Unlock()
-	busy, _ := s.vol.Meta().Uint(keySyncBusy)
+	busy, _ := s.vol.Meta().Uint(volume.KeyShipSyncBusy)
 	if !s.vol.ResyncPending() && busy == 0 {
 		return nil
 	}
-	if err := s.vol.Meta().SetUint(keySyncBusy, 1); err != nil {
+	if err := s.vol.Meta().SetUint(volume.KeyShipSyncBusy, 1); err != nil {
 		return err
 	}
 	if err := s.resync(ctx); err != nil {
@@ -480,15 +473,15 @@ func (s *Shipper) resyncAndComplete(ctx context.Context, gen uint64) error {
 	}
 	end := uint64(s.vol.Barrier())
 	seq := s.applied.Load()
-	full, _ := s.vol.Meta().Uint(keySyncSeq)
+	full, _ := s.vol.Meta().Uint(volume.KeyShipSyncSeq)
 	if full > 0 {
 		seq = full - 1
 	}
 	if err := s.t.SyncComplete(ctx, s.vol.ID(), gen, seq, end, full > 0); err != nil {
 		return fmt.Errorf("complete resync: %w", err)
 	}
-	s.vol.Meta().SetUint(keySyncSeq, 0)
-	s.vol.Meta().SetUint(keySyncBusy, 0)
+	s.vol.Meta().SetUint(volume.KeyShipSyncSeq, 0)
+	s.vol.Meta().SetUint(volume.KeyShipSyncBusy, 0)
 	s.mu.Lock()
 	s.degraded = false
 	s.mu.Unlock()
@@ -652,7 +645,7 @@ func (s *Shipper) shipOne(ctx context.Context, end uint64) error {
 		}
 		return fmt.Errorf("send log %d-%d: %w", from, to, err)
 	}
-	if err := s.vol.Meta().SetUint(keyNext, to); err != nil {
+	if err := s.vol.Meta().SetUint(volume.KeyShipNext, to); err != nil {
 		return err
 	}
 	s.next.Store(to)
@@ -691,7 +684,7 @@ func (s *Shipper) realign(applied uint64) error {
 	}
 	s.next.Store(applied)
 	s.applied.Store(applied)
-	return s.vol.Meta().SetUint(keyNext, applied)
+	return s.vol.Meta().SetUint(volume.KeyShipNext, applied)
 }
 
 // throttle sleeps so that the wire rate stays under BWLimit.

@@ -227,23 +227,14 @@ func (v *Volume) Record(op journal.Op) error {
 	if err := v.Writable(); err != nil {
 		return err
 	}
-	resync := func(err error) {
-		p := journal.OpPath(op)
-		switch o := op.(type) {
-		case journal.OpLink:
-			p = o.NewPath
-		case journal.OpRename:
-			p = o.NewPath
-		}
-		v.resyncLater(p, 0, -1, err.Error())
-	}
+	resync := func(err error) { v.resyncLater(op.Changed(), 0, -1, err.Error()) }
 	if err := v.metaDurable(op); err != nil {
 		resync(fmt.Errorf("source not durable: %w", err))
 		return fmt.Errorf("make %s durable: %w", op.Type(), err)
 	}
 	b := journal.EncodeOp(op)
 	seq, err := v.j.Append(op.Type(), b)
-	if err == nil && !isData(op) {
+	if err == nil && !op.Type().IsData() {
 		err = v.j.Sync(seq)
 	}
 	if err != nil {

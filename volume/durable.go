@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"sync"
 
 	"golang.org/x/sys/unix"
@@ -27,38 +28,12 @@ import (
 // created or removed, and the object whose attributes it changed. The caller holds the
 // namespace lock, so the tree cannot move under it.
 func (v *Volume) metaDurable(op journal.Op) error {
-	var objs, dirs []string
-	switch o := op.(type) {
-	case journal.OpCreate:
-		objs, dirs = []string{o.Path}, []string{parentDir(o.Path)}
-	case journal.OpMkdir:
-		objs, dirs = []string{o.Path}, []string{parentDir(o.Path)}
-	case journal.OpMknod:
-		dirs = []string{parentDir(o.Path)}
-	case journal.OpSymlink:
-		dirs = []string{parentDir(o.Path)}
-	case journal.OpLink:
-		objs, dirs = []string{o.NewPath}, []string{parentDir(o.NewPath)}
-	case journal.OpUnlink:
-		dirs = []string{parentDir(o.Path)}
-	case journal.OpRmdir:
-		dirs = []string{parentDir(o.Path)}
-	case journal.OpRename:
-		dirs = []string{parentDir(o.OldPath)}
-		if d := parentDir(o.NewPath); d != dirs[0] {
-			dirs = append(dirs, d)
-		}
-	case journal.OpSetattr:
-		objs = []string{o.Path}
-	case journal.OpSetxattr:
-		objs = []string{o.Path}
-	case journal.OpRemovexattr:
-		objs = []string{o.Path}
-	default:
+	if t := op.Type(); !t.IsNamespace() && !t.IsAttr() {
 		return nil // data ops are made durable by the checkpoint
 	}
-	for _, p := range objs {
-		if err := v.syncObject(p); err != nil {
+	dirs := op.Dirs()
+	if p := op.Object(); p != "" {
+		if err := v.syncObject(p, dirs); err != nil {
 			return err
 		}
 	}
@@ -74,8 +49,9 @@ func parentDir(p string) string { return filepath.Dir(p) }
 
 // syncObject fsyncs a regular file or directory at p. Other objects (symlinks, fifos, device
 // nodes) cannot be fsynced on Linux, and opening a device could have side effects: their
-// parent directory is fsynced instead, which on journaling filesystems commits their inode too.
-func (v *Volume) syncObject(p string) error {
+// parent directory is fsynced instead, which on journaling filesystems commits their inode too,
+// unless it is one of dirs, which the caller fsyncs next.
+func (v *Volume) syncObject(p string, dirs []string) error {
 	fd, err := fsutil.OpenBeneath(v.srcFd, p, unix.O_PATH, 0)
 	if err != nil {
 		return fmt.Errorf("open %s: %w", p, err)
@@ -91,6 +67,9 @@ func (v *Volume) syncObject(p string) error {
 		return v.syncPath(p, unix.O_RDONLY|unix.O_NONBLOCK)
 	case unix.S_IFDIR:
 		return v.syncPath(p, unix.O_RDONLY|unix.O_DIRECTORY)
+	}
+	if slices.Contains(dirs, parentDir(p)) {
+		return nil
 	}
 	return v.syncPath(parentDir(p), unix.O_RDONLY|unix.O_DIRECTORY)
 }

@@ -15,16 +15,6 @@ import (
 	"drfs/journal"
 )
 
-// More metadata keys, for failover.
-const (
-	keyHistory  = "volume/history"  // JSON []GenRecord
-	keyRole     = "volume/role"     // JSON RoleRecord; absent for an ordinary primary
-	keyHandOver = "volume/handover" // JSON HandOver; present while a planned failover's outcome is open
-	// KeyHandOverSeen is where the shipper records the last hand-over request of the replica
-	// it acted on, so a request is run at most once.
-	KeyHandOverSeen = "volume/handover-seen"
-)
-
 // HandOver is a planned failover in progress: recorded durably after the last log was
 // shipped and before the replica is asked to promote, removed when the outcome is known. While
 // it exists the volume refuses writes, across restarts too (see the protocol in
@@ -282,12 +272,10 @@ func ExtentsOf(j *journal.Journal, from, to journal.Seq, reason string) ([]Exten
 				add(o.Path, b*gran, gran)
 			}
 		case journal.OpRename:
-			add(o.OldPath, 0, -1)
-			add(o.NewPath, 0, -1)
-		case journal.OpLink:
+			add(o.OldPath, 0, -1) // gone from there too
 			add(o.NewPath, 0, -1)
 		default:
-			add(journal.OpPath(op), 0, -1)
+			add(op.Changed(), 0, -1)
 		}
 		return nil
 	})

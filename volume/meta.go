@@ -15,22 +15,41 @@ import (
 	"drfs/internal/fsutil"
 )
 
-// Keys of the metadata store. Values are JSON unless noted; the store is small (one record per
-// file and per resync extent), so readability wins over compactness.
+// Keys of the metadata store (volume/doc.go describes each). Values are JSON unless noted; the
+// store is small (one record per file and per resync extent), so readability wins over
+// compactness. Integers are 8-byte big-endian (Meta.Uint, Meta.SetUint); an absent integer
+// key reads as 0. These names are part of the state directory's format.
 const (
-	keyVolumeID   = "volume/id"         // string
+	keyVolumeID   = "volume/id"         // string: 16 hex digits, the same on every side
 	keyVolumeName = "volume/name"       // string
-	keySource     = "volume/source"     // absolute source path the state belongs to
-	keyCheckpoint = "volume/checkpoint" // 8-byte big-endian seq
-	keyRunning    = "volume/running"    // present while mounted; left behind by an unclean stop
-	keyGeneration = "volume/generation" // 8-byte big-endian; 1 when absent
-	// KeyShipNext is where the shipper records the last seq it shipped (or folded into a
-	// pending resync).
+	keySource     = "volume/source"     // string: absolute source path the state belongs to
+	keyCheckpoint = "volume/checkpoint" // integer: every record <= it is durable in the source
+	keyRunning    = "volume/running"    // RFC 3339 time: present while mounted, left by an unclean stop
+	keyGeneration = "volume/generation" // integer; 1 when absent
+	keyHistory    = "volume/history"    // JSON []GenRecord; absent for a volume never promoted
+	keyRole       = "volume/role"       // JSON RoleRecord; absent for an ordinary primary
+	keyHandOver   = "volume/handover"   // JSON HandOver; present while a planned failover's outcome is open
+
+	// KeyHandOverSeen (string) is where the shipper records the last hand-over request of the
+	// replica it acted on, so a request is run at most once.
+	KeyHandOverSeen = "volume/handover-seen"
+	// KeyShipNext (integer) is where the shipper records the last seq the replica acknowledged
+	// (or that a pending resync covers): shipping resumes at KeyShipNext+1 and the journal is
+	// kept from there.
 	KeyShipNext = "ship/next"
-	// KeyReplica is where the shipper records the replica it ships to.
-	KeyReplica   = "ship/replica"
-	prefixFile   = "file/"   // file/<path> -> FileStat, recorded at checkpoint/clean stop
-	prefixResync = "resync/" // resync/<path>\x00<off16x> -> Extent
+	// KeyReplica (string) is where the shipper records the replica it ships to: an address,
+	// or the directory of an export.
+	KeyReplica = "ship/replica"
+	// KeyShipSyncSeq (integer) is seq+1 while a full resync is pending: once the pending
+	// extents are resynced, the replica is declared consistent at seq. 0 or absent: none.
+	KeyShipSyncSeq = "ship/sync_seq"
+	// KeyShipSyncBusy (integer) is 1 from the start of a resync pass until the replica has
+	// acknowledged its completion, so an interrupted pass is completed after a restart even
+	// when no extent is left pending. 0 or absent: no pass in progress.
+	KeyShipSyncBusy = "ship/sync_busy"
+
+	prefixFile   = "file/"   // file/<path> -> JSON FileStat, replaced at every checkpoint
+	prefixResync = "resync/" // resync/<path>\x00<off as %016x> -> JSON Extent
 )
 
 // FileStat is what drfs recorded about a source file when it last knew the file's content was

@@ -168,12 +168,12 @@ func (rp *replayer) scan(r journal.Record) error {
 	if err != nil {
 		return fmt.Errorf("seq %d: %w", r.Seq, err)
 	}
-	ino := journal.OpIno(op)
+	ino := op.Inode()
 	rp.touched[ino] = true
-	switch o := op.(type) {
-	case journal.OpCreate, journal.OpMkdir, journal.OpMknod, journal.OpSymlink:
+	if op.Type().Creates() {
 		rp.born[ino] = r.Seq
-	case journal.OpHot:
+	}
+	if o, ok := op.(journal.OpHot); ok {
 		rp.hot[hotKey{o.Ino, o.Region}] = true
 	}
 	return nil
@@ -227,10 +227,10 @@ func (rp *replayer) apply(r journal.Record) error {
 	if err != nil {
 		return fmt.Errorf("seq %d: %w", r.Seq, err)
 	}
-	if !isData(op) {
+	if !op.Type().IsData() {
 		return nil
 	}
-	ino := journal.OpIno(op)
+	ino := op.Inode()
 	if b, ok := rp.born[ino]; ok && r.Seq < b {
 		return nil // an earlier file that had this inode number
 	}
@@ -266,15 +266,6 @@ func applyData(fd int, op journal.Op) error {
 		return unix.Fallocate(fd, o.Mode, o.Off, o.Len)
 	}
 	return fmt.Errorf("unknown data op %T", op)
-}
-
-// isData reports whether op changes a file's content: the only records replay applies.
-func isData(op journal.Op) bool {
-	switch op.(type) {
-	case journal.OpWrite, journal.OpTruncate, journal.OpFallocate:
-		return true
-	}
-	return false
 }
 
 // ErrUnreplayable is wrapped by the error Open returns when journal records could not be

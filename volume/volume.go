@@ -1,6 +1,3 @@
-// Package volume is the FUSE-free core of a drfs primary: it owns the source directory, the
-// journal, the metadata store and the activity log, and turns each mutation into a journal
-// record before it reaches a source file. The fs package adapts go-fuse calls onto it.
 package volume
 
 import (
