@@ -14,7 +14,9 @@ which must lie outside the source and the mountpoint (Open refuses other layouts
 	journal/      the write-ahead log (package journal, journal/doc.go): segments
 	              %016x.seg named by their first seq, prealloc-*.tmp, broken/.
 	meta/         the metadata store: a badger v4 database opened with synchronous
-	              writes, so every completed write is durable. Keys below.
+	              writes, so every completed write is durable. Keys below. Empty .mem
+	              and .vlog files (a power loss right after badger created one) are
+	              removed before it is opened: badger refuses them, and they hold nothing.
 	drfs.sock     the control socket of a mounted volume: HTTP over a Unix socket
 	              (GET /status, POST /failover, /failover-resolve, /verify,
 	              /seed-export, /sync), served by the mount command; a leftover of an
