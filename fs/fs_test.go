@@ -334,3 +334,23 @@ func TestNode_UnlinkedWhileOpen(t *testing.T) {
 		t.Errorf("backing file holds %q, %v", buf[:n], err)
 	}
 }
+
+// TestNode_MknodRefusesDevices: the replica never creates a device node (it would open it for
+// data), so a device node in the volume would stall replication for good; the mount refuses
+// them as the replica does. FIFOs and sockets are created and journaled.
+func TestNode_MknodRefusesDevices(t *testing.T) {
+	tt := newTestTree(t)
+	ctx := context.Background()
+	var out fuse.EntryOut
+	for _, mode := range []uint32{syscall.S_IFBLK | 0o600, syscall.S_IFCHR | 0o600} {
+		if _, errno := tt.root.Mknod(ctx, "dev", mode, uint32(unix.Mkdev(7, 0)), &out); errno != syscall.EPERM {
+			t.Errorf("mknod mode %#o: %v, want EPERM", mode, errno)
+		}
+		if _, err := os.Lstat(filepath.Join(tt.src, "dev")); !os.IsNotExist(err) {
+			t.Fatalf("mknod mode %#o left %s in the source (%v)", mode, "dev", err)
+		}
+	}
+	ch, errno := tt.root.Mknod(ctx, "fifo", syscall.S_IFIFO|0o600, 0, &out)
+	mustErrno(t, "mknod fifo", errno)
+	attach(tt.root, "fifo", ch)
+}

@@ -66,12 +66,17 @@ func (n *Node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.En
 	return ch, n.record(journal.OpMkdir{Path: p, Mode: out.Mode, Uid: out.Uid, Gid: out.Gid, Ino: out.Ino})
 }
 
-// Mknod implements NodeMknoder.
+// Mknod implements NodeMknoder for FIFOs and sockets; device nodes are refused with EPERM.
 func (n *Node) Mknod(ctx context.Context, name string, mode, rdev uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
 	unlock := n.vol.LockNamespace()
 	defer unlock()
 	if n.vol.Writable() != nil {
 		return nil, syscall.EROFS
+	}
+	if t := mode & syscall.S_IFMT; t == syscall.S_IFBLK || t == syscall.S_IFCHR {
+		// The replica never creates a device node (it would open it for data): one in the
+		// volume would stall replication for good.
+		return nil, syscall.EPERM
 	}
 	p, ok := n.child(name)
 	if !ok {
