@@ -11,6 +11,7 @@ import (
 
 	"drfs/changelog"
 	"drfs/journal"
+	"drfs/wire"
 )
 
 // attacker is an authenticated primary gone bad: it speaks the replication protocol directly.
@@ -59,7 +60,7 @@ type pastFixture struct {
 
 func newPastFixture(t *testing.T) *pastFixture {
 	dir := t.TempDir()
-	srv, err := NewServer(dir, Options{KeepPoints: 2, KeepFor: time.Hour, Logf: t.Logf}, changelog.Limits{})
+	srv, err := NewServer(dir, Options{PreparePrimary: prepareStub, KeepPoints: 2, KeepFor: time.Hour, Logf: t.Logf}, changelog.Limits{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -161,13 +162,13 @@ func TestReplica_CompromisedPrimaryCannotEraseThePast(t *testing.T) {
 			mustRefuse(t, "sync-complete of generation 7 at seq 0", code, body)
 		}},
 		{"planned promotion rolling back", func(t *testing.T, f *pastFixture) {
-			code, body := f.a.post("/promote", PromoteOptions{Planned: true, ExpectSeq: f.v.State().Applied, Point: &f.first})
+			code, body := f.a.post("/promote", wire.PromoteOptions{Planned: true, ExpectSeq: f.v.State().Applied, Point: &f.first})
 			mustRefuse(t, "planned promotion to the first point", code, body)
-			code, body = f.a.post("/promote", PromoteOptions{Planned: true, ExpectSeq: f.v.State().Applied, Time: &time.Time{}})
+			code, body = f.a.post("/promote", wire.PromoteOptions{Planned: true, ExpectSeq: f.v.State().Applied, Time: &time.Time{}})
 			mustRefuse(t, "planned promotion to time 0", code, body)
 		}},
 		{"planned promotion dropping the points", func(t *testing.T, f *pastFixture) {
-			code, body := f.a.post("/promote", PromoteOptions{Planned: true, ExpectSeq: f.v.State().Applied})
+			code, body := f.a.post("/promote", wire.PromoteOptions{Planned: true, ExpectSeq: f.v.State().Applied})
 			mustRefuse(t, "planned promotion", code, body)
 		}},
 	} {
@@ -184,7 +185,7 @@ func TestReplica_CompromisedPrimaryCannotEraseThePast(t *testing.T) {
 			for seq := range f.good {
 				oldest = min(oldest, seq)
 			}
-			if _, err := f.v.Promote(PromoteOptions{Point: &oldest, Force: true}); err != nil {
+			if _, err := f.v.Promote(wire.PromoteOptions{Point: &oldest, Force: true}); err != nil {
 				t.Fatalf("promote --point %d: %v", oldest, err)
 			}
 			if got := snapshot(t, f.v.DataDir()); got != f.good[oldest] {
@@ -210,7 +211,7 @@ func TestReplica_PlannedPromotionNeedsOperatorWhilePointsAreRetained(t *testing.
 		{"operator asked for an older point", time.Hour, true, false},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			v, err := OpenVolume(t.TempDir(), "vol", Options{KeepPoints: 5, KeepFor: c.keepFor, Logf: t.Logf})
+			v, err := OpenVolume(t.TempDir(), "vol", Options{PreparePrimary: prepareStub, KeepPoints: 5, KeepFor: c.keepFor, Logf: t.Logf})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -222,7 +223,7 @@ func TestReplica_PlannedPromotionNeedsOperatorWhilePointsAreRetained(t *testing.
 			mustApply(t, v, jlog(v, journal.OpWrite{Path: "f", Data: []byte("x")}))
 			if c.ask {
 				v.Touch()
-				o := PromoteOptions{}
+				o := wire.PromoteOptions{}
 				if c.name == "operator asked for an older point" {
 					first := v.Points()[0].From - 1
 					o.Point = &first
@@ -231,7 +232,7 @@ func TestReplica_PlannedPromotionNeedsOperatorWhilePointsAreRetained(t *testing.
 					t.Fatal("promotion over a primary in contact did not ask it to hand over")
 				}
 			}
-			_, err = v.Promote(PromoteOptions{Planned: true, ExpectSeq: v.State().Applied})
+			_, err = v.Promote(wire.PromoteOptions{Planned: true, ExpectSeq: v.State().Applied})
 			if c.ok != (err == nil) {
 				t.Fatalf("planned promotion: %v, want ok=%v", err, c.ok)
 			}
@@ -242,7 +243,7 @@ func TestReplica_PlannedPromotionNeedsOperatorWhilePointsAreRetained(t *testing.
 // Resync logs share the From of the log after them; pruning drops such a run whole or not at
 // all, so rolling back to the run's point never stops half-way through a resync.
 func TestReplica_PruneKeepsResyncRunsWhole(t *testing.T) {
-	v, err := OpenVolume(t.TempDir(), "vol", Options{KeepPoints: 1, Logf: t.Logf})
+	v, err := OpenVolume(t.TempDir(), "vol", Options{PreparePrimary: prepareStub, KeepPoints: 1, Logf: t.Logf})
 	if err != nil {
 		t.Fatal(err)
 	}

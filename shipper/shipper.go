@@ -16,8 +16,8 @@ import (
 
 	"drfs/changelog"
 	"drfs/journal"
-	"drfs/replica"
 	"drfs/volume"
+	"drfs/wire"
 )
 
 // Metadata keys of the shipper's durable state, in the volume's metadata store.
@@ -84,19 +84,19 @@ type Config struct {
 
 // Status is the replication part of `drfs status`.
 type Status struct {
-	Replica          string  `json:"replica"`
-	Schedule         string  `json:"schedule"`
-	Generation       uint64  `json:"generation"`
-	AckedSeq         uint64  `json:"acked_seq"`
-	LagSeconds       float64 `json:"lag_seconds"`
-	PendingBytes     int64   `json:"pending_bytes"`
-	RPOTargetSeconds float64 `json:"rpo_target_seconds"`
-	RPOViolations    int64   `json:"rpo_violations"`
-	LastError        string  `json:"last_error"`
-	State            string  `json:"replication_state"` // connecting, syncing, replicating, disconnected, degraded, fenced
-	SyncDoneBytes    int64   `json:"sync_done_bytes"`
-	SyncTotalBytes   int64   `json:"sync_total_bytes"`
-	Retries          int64   `json:"retries"`
+	Replica          string                `json:"replica"`
+	Schedule         string                `json:"schedule"`
+	Generation       uint64                `json:"generation"`
+	AckedSeq         uint64                `json:"acked_seq"`
+	LagSeconds       float64               `json:"lag_seconds"`
+	PendingBytes     int64                 `json:"pending_bytes"`
+	RPOTargetSeconds float64               `json:"rpo_target_seconds"`
+	RPOViolations    int64                 `json:"rpo_violations"`
+	LastError        string                `json:"last_error"`
+	State            wire.ReplicationState `json:"replication_state"`
+	SyncDoneBytes    int64                 `json:"sync_done_bytes"`
+	SyncTotalBytes   int64                 `json:"sync_total_bytes"`
+	Retries          int64                 `json:"retries"`
 	// Failover is the phase of a planned failover: draining, promoting, in-doubt ("" when
 	// none runs).
 	Failover    string `json:"failover,omitempty"`
@@ -118,7 +118,7 @@ type Shipper struct {
 	mu         sync.Mutex
 	dirtySince time.Time
 	lastErr    string
-	state      string
+	state      wire.ReplicationState
 	violating  bool
 	violations int64
 	retries    int64
@@ -154,7 +154,7 @@ func New(cfg Config) (*Shipper, error) {
 	if cfg.Logf == nil {
 		cfg.Logf = func(string, ...any) {}
 	}
-	s := &Shipper{cfg: cfg, vol: cfg.Volume, j: cfg.Volume.Journal(), t: cfg.Target, m: newMetrics(), state: "connecting", rate: 10 << 20, wake: make(chan struct{}, 1)}
+	s := &Shipper{cfg: cfg, vol: cfg.Volume, j: cfg.Volume.Journal(), t: cfg.Target, m: newMetrics(), state: wire.StateConnecting, rate: 10 << 20, wake: make(chan struct{}, 1)}
 	next, err := s.vol.Meta().Uint(keyNext)
 	if err != nil {
 		return nil, err
@@ -164,7 +164,7 @@ func New(cfg Config) (*Shipper, error) {
 	if et, ok := cfg.Target.(*exportTarget); ok && et.st.VolumeID == "" {
 		// A new export directory continues from what this primary last shipped (after a
 		// seed export, the seed's seq).
-		et.st = replica.State{VolumeID: s.vol.ID(), Name: s.vol.Name(), Generation: s.vol.Generation(), Applied: next, Consistent: true}
+		et.st = wire.State{VolumeID: s.vol.ID(), Name: s.vol.Name(), Generation: s.vol.Generation(), Applied: next, Consistent: true}
 	}
 	s.appendedAt = s.vol.AppendedBytes()
 	s.vol.SetRetention(func() journal.Seq { return journal.Seq(s.next.Load() + 1) })
@@ -196,11 +196,11 @@ func (s *Shipper) Status() Status {
 	if uint64(s.j.LastSeq()) <= st.AckedSeq {
 		st.PendingBytes = 0
 	}
-	if s.degraded && (st.State == "connecting" || st.State == "disconnected") {
-		st.State = "degraded"
+	if s.degraded && (st.State == wire.StateConnecting || st.State == wire.StateDisconnected) {
+		st.State = wire.StateDegraded
 	}
 	if s.demoted {
-		st.State = "demoted"
+		st.State = wire.StateDemoted
 	}
 	st.Failover = s.failover
 	if h := s.handOver.Load(); h != nil {
@@ -216,7 +216,7 @@ func (s *Shipper) lagLocked(now time.Time) time.Duration {
 	return now.Sub(s.dirtySince)
 }
 
-func (s *Shipper) setState(st string) {
+func (s *Shipper) setState(st wire.ReplicationState) {
 	s.mu.Lock()
 	s.state = st
 	s.mu.Unlock()
@@ -266,13 +266,13 @@ func (s *Shipper) Run(ctx context.Context) error {
 			continue
 		}
 		if errors.Is(err, ErrFenced) {
-			s.setState("fenced")
+			s.setState(wire.StateFenced)
 			s.setErr(err)
 			s.cfg.Logf("replication stopped: %v", err)
 			return err
 		}
 		s.setErr(err)
-		s.setState("disconnected")
+		s.setState(wire.StateDisconnected)
 		s.mu.Lock()
 		s.retries++
 		s.mu.Unlock()
@@ -323,7 +323,7 @@ func (s *Shipper) backoff(ctx context.Context, d time.Duration) {
 // session connects to the replica, reconciles where it stands, then runs cycles until an
 // error.
 func (s *Shipper) session(ctx context.Context) error {
-	s.setState("connecting")
+	s.setState(wire.StateConnecting)
 	st, err := s.t.State(ctx)
 	if err != nil {
 		return fmt.Errorf("contact replica: %w", err)
@@ -332,7 +332,7 @@ func (s *Shipper) session(ctx context.Context) error {
 	switch {
 	case st.VolumeID != "" && st.VolumeID != s.vol.ID():
 		return fmt.Errorf("%w: the replica holds volume %s, not %s (%s): point --replica at another directory or volume name", ErrFenced, st.VolumeID, s.vol.ID(), s.vol.Name())
-	case st.Generation > gen || st.Role == "promoted":
+	case st.Generation > gen || st.Role == wire.RolePromoted:
 		return fmt.Errorf("%w: %s", ErrFenced, promotionText(st, gen))
 	}
 	last := uint64(s.j.LastSeq())
@@ -371,7 +371,7 @@ func (s *Shipper) session(ctx context.Context) error {
 }
 
 // promotionText explains why a replica refuses this primary.
-func promotionText(st replica.State, gen uint64) string {
+func promotionText(st wire.State, gen uint64) string {
 	if n := len(st.History); n > 0 {
 		h := st.History[n-1]
 		forced := ""
@@ -388,7 +388,7 @@ func promotionText(st replica.State, gen uint64) string {
 // common point (it reports them), the extents this side rolled back at promotion (already
 // pending here) and the extents this side changed since (from the journal) are compared block
 // by block; the replica is then exactly at the barrier seq and journal logs continue after it.
-func (s *Shipper) planReverse(st replica.State) error {
+func (s *Shipper) planReverse(st wire.State) error {
 	s.opMu.Lock()
 	defer s.opMu.Unlock()
 	seq := uint64(s.vol.Barrier())
@@ -448,7 +448,7 @@ func (s *Shipper) cycles(ctx context.Context) error {
 			return err
 		}
 		if !s.isDemoted() {
-			s.setState("replicating")
+			s.setState(wire.StateReplicating)
 		}
 		if err := s.waitCycle(ctx, lastCycle); err != nil {
 			return nil
@@ -632,19 +632,19 @@ func (s *Shipper) shipOne(ctx context.Context, end uint64) error {
 	var ref *RefusedError
 	if errors.As(err, &ref) {
 		switch ref.Code {
-		case "gap":
+		case wire.CodeGap:
 			s.cfg.Logf("replica is at seq %d (log %d-%d refused as a gap): resending from there", ref.Applied, from, to)
 			return s.realign(ref.Applied)
-		case "stale", "volume":
+		case wire.CodeStale, wire.CodeVolume:
 			return fmt.Errorf("%w: %s", ErrFenced, ref.Msg)
-		case "bad-log":
+		case wire.CodeBadLog:
 			s.m.corrupt.Inc()
 			return fmt.Errorf("replica could not decode log %d-%d (corrupted in transit?): %s", from, to, ref.Msg)
 		}
 		return err
 	}
 	if err != nil {
-		if errors.Is(err, ErrReplicaApply) || errors.Is(err, replica.ErrApply) {
+		if errors.Is(err, ErrReplicaApply) {
 			s.mu.Lock()
 			s.applyErr = err.Error()
 			s.mu.Unlock()
@@ -809,7 +809,7 @@ func (s *Shipper) SyncNow(ctx context.Context) (uint64, error) {
 		s.mu.Lock()
 		state, lastErr := s.state, s.lastErr
 		s.mu.Unlock()
-		if state == "fenced" {
+		if state == wire.StateFenced {
 			return s.applied.Load(), fmt.Errorf("%w: %s", ErrFenced, lastErr)
 		}
 		s.Kick()

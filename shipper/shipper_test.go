@@ -16,6 +16,7 @@ import (
 	"drfs/journal"
 	"drfs/replica"
 	"drfs/volume"
+	"drfs/wire"
 )
 
 func TestParseSchedule(t *testing.T) {
@@ -39,6 +40,11 @@ func TestParseSchedule(t *testing.T) {
 			t.Errorf("ParseSchedule(%q, %s) = %v, %v; want %q, err=%v", c.interval, c.rpo, s, err, c.want, c.err)
 		}
 	}
+}
+
+// openLocal opens file:// replicas as drfs mount does.
+func openLocal(dir, vol string, logf func(string, ...any)) (Target, error) {
+	return replica.OpenLocalTarget(dir, vol, replica.Options{Logf: logf, PreparePrimary: volume.Prepare})
 }
 
 type env struct {
@@ -76,12 +82,12 @@ func (s *slowTarget) Send(ctx context.Context, b []byte) (uint64, error) {
 	return s.Target.Send(ctx, b)
 }
 
-func (s *slowTarget) State(ctx context.Context) (replica.State, error) {
+func (s *slowTarget) State(ctx context.Context) (wire.State, error) {
 	s.mu.Lock()
 	down := s.down
 	s.mu.Unlock()
 	if down {
-		return replica.State{}, context.DeadlineExceeded
+		return wire.State{}, context.DeadlineExceeded
 	}
 	return s.Target.State(ctx)
 }
@@ -96,7 +102,7 @@ func newEnv(t *testing.T, cfg Config, wrap func(Target) Target) *env {
 		t.Fatal(err)
 	}
 	e := &env{vol: vol, repDir: filepath.Join(d, "rep")}
-	tgt, err := OpenTarget("file://"+e.repDir, vol.Name(), nil, false, t.Logf)
+	tgt, err := OpenTarget("file://"+e.repDir, vol.Name(), nil, false, openLocal, t.Logf)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -274,7 +280,7 @@ func TestShipper_InitialSyncResumes(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer vol.Close()
-	tgt, err := OpenTarget("file://"+filepath.Join(d, "rep"), vol.Name(), nil, false, t.Logf)
+	tgt, err := OpenTarget("file://"+filepath.Join(d, "rep"), vol.Name(), nil, false, openLocal, t.Logf)
 	if err != nil {
 		t.Fatal(err)
 	}
