@@ -18,7 +18,7 @@ func (s *Shipper) watch(ctx context.Context) {
 			return
 		case <-tick.C:
 		}
-		now := time.Now()
+		now := s.cfg.Now()
 		dirty := uint64(s.j.LastSeq()) > s.applied.Load()
 		s.mu.Lock()
 		if dirty && s.dirtySince.IsZero() {

@@ -86,7 +86,7 @@ func (s *Shipper) waitCycle(ctx context.Context, last time.Time) error {
 		case sch.RPO > 0:
 			if pending {
 				s.mu.Lock()
-				lag := s.lagLocked(time.Now())
+				lag := s.lagLocked(s.cfg.Now())
 				est := time.Duration(float64(s.vol.AppendedBytes()-s.appendedAt) / s.rate * float64(time.Second))
 				s.mu.Unlock()
 				// Leave half of the target as margin for the transfer estimate's error.

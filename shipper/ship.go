@@ -27,6 +27,7 @@ func (s *Shipper) shipOne(ctx context.Context, end uint64) error {
 	s.opMu.Lock()
 	defer s.opMu.Unlock()
 	t0 := time.Now()
+	cut := s.cfg.Now() // lag clock: records appended after this are younger
 	appendedAtCut := s.vol.AppendedBytes()
 	from := s.next.Load() + 1
 	// Only durable records leave the site: a record the primary could still lose must never
@@ -113,7 +114,7 @@ func (s *Shipper) shipOne(ctx context.Context, end uint64) error {
 		s.dirtySince = time.Time{}
 		s.appendedAt = appendedAtCut
 	} else if to == end {
-		s.dirtySince = t0
+		s.dirtySince = cut
 		s.appendedAt = appendedAtCut
 	}
 	s.mu.Unlock()

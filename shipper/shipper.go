@@ -38,6 +38,9 @@ type Config struct {
 	// OnDemoted, if set, is called once this side was durably demoted by a planned failover
 	// (the mount is made read-only in the kernel too).
 	OnDemoted func()
+	// Now is the clock replication lag is measured with (RPO schedule, violations, status);
+	// nil: time.Now. Tests set it to make lag deterministic.
+	Now func() time.Time
 }
 
 // Status is the replication part of `drfs status`.
@@ -112,6 +115,9 @@ func New(cfg Config) (*Shipper, error) {
 	if cfg.Logf == nil {
 		cfg.Logf = func(string, ...any) {}
 	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
 	s := &Shipper{cfg: cfg, vol: cfg.Volume, j: cfg.Volume.Journal(), t: cfg.Target, m: newMetrics(), state: wire.StateConnecting, rate: 10 << 20, wake: make(chan struct{}, 1)}
 	next, err := s.vol.Meta().Uint(keyNext)
 	if err != nil {
@@ -146,7 +152,7 @@ func (s *Shipper) Status() Status {
 	defer s.mu.Unlock()
 	st := Status{
 		Replica: s.t.String(), Schedule: s.cfg.Schedule.String(), Generation: s.vol.Generation(),
-		AckedSeq: s.applied.Load(), LagSeconds: s.lagLocked(time.Now()).Seconds(),
+		AckedSeq: s.applied.Load(), LagSeconds: s.lagLocked(s.cfg.Now()).Seconds(),
 		PendingBytes: max(s.vol.AppendedBytes()-s.appendedAt, 0), RPOTargetSeconds: s.cfg.Schedule.RPO.Seconds(),
 		RPOViolations: s.violations, LastError: s.lastErr, State: s.state,
 		SyncDoneBytes: s.syncDone, SyncTotalBytes: s.syncTotal, Retries: s.retries,
