@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -285,5 +286,45 @@ func TestReplica_PointAtUsesReplicaClock(t *testing.T) {
 	mustApply(t, v, l)
 	if got := v.pointAt(attack); got != good {
 		t.Fatalf("pointAt(before the attack) = seq %d, want %d (the state the replica held then); applied %d", got, good, v.State().Applied)
+	}
+}
+
+// TestReplica_KeepForProtectsYoungPoints: past --keep-points, points older than --keep-for are
+// pruned, oldest first, and no point younger than --keep-for is, however many there are.
+func TestReplica_KeepForProtectsYoungPoints(t *testing.T) {
+	dir := t.TempDir()
+	v, err := OpenVolume(dir, "vol", Options{KeepPoints: 2, KeepFor: time.Hour, Logf: t.Logf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close()
+	mustApply(t, v, jlog(v, journal.OpCreate{Path: "f", Mode: 0o100644}))
+	for i := range 5 {
+		mustApply(t, v, jlog(v, journal.OpWrite{Path: "f", Off: int64(i), Data: []byte{byte(i)}}))
+	}
+	if n := len(v.Points()); n != 6 {
+		t.Fatalf("%d points kept, want all 6 (younger than --keep-for)", n)
+	}
+	// The three oldest points age past --keep-for.
+	v.mu.Lock()
+	for i := range 3 {
+		v.st.Points[i].Applied = time.Now().Add(-2 * time.Hour)
+	}
+	v.mu.Unlock()
+	before := v.Points()
+	mustApply(t, v, jlog(v, journal.OpWrite{Path: "f", Off: 9, Data: []byte{9}}))
+	ps := v.Points()
+	if len(ps) != 4 || ps[0].From != before[3].From {
+		t.Fatalf("points %+v, want the 4 young ones from seq %d", ps, before[3].From)
+	}
+	undo, _ := os.ReadDir(filepath.Join(dir, "vol", "state", "undo"))
+	if len(undo) != 4 {
+		t.Fatalf("%d undo files, want 4", len(undo))
+	}
+	if err := v.RollbackTo(before[3].From - 1); err != nil {
+		t.Fatalf("roll back to the oldest kept point: %v", err)
+	}
+	if err := v.RollbackTo(before[2].From - 1); err == nil {
+		t.Fatal("rolled back to a pruned point")
 	}
 }
