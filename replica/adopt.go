@@ -8,13 +8,24 @@ import (
 	"syscall"
 	"time"
 
-	"drfs/volume"
+	"drfs/wire"
 )
+
+// Adoption describes an old primary that becomes a replica (drfs reverse): what its side
+// holds in common with the new primary and what diverged (the primary side's
+// volume.Divergence).
+type Adoption struct {
+	ID, Name, Source string
+	Generation       uint64
+	History          []wire.GenRecord
+	Acked            uint64        // the last seq the replica acknowledged: the common point
+	Extents          []wire.Extent // changed on the old primary after Acked
+}
 
 // Adopt makes the old primary described by d a replica volume under dir: its source becomes
 // DIR/V/data (moved there, or linked when it is on another filesystem), and its state records
 // the common seq and the diverged extents that the new primary will compare and overwrite.
-func Adopt(dir string, d volume.Divergence, logf func(string, ...any)) (string, error) {
+func Adopt(dir string, d Adoption, logf func(string, ...any)) (string, error) {
 	vdir := filepath.Join(dir, d.Name)
 	if _, err := os.Stat(filepath.Join(vdir, "state", "state.json")); err == nil {
 		return "", fmt.Errorf("%s already holds a replica of volume %s", vdir, d.Name)
@@ -43,9 +54,9 @@ func Adopt(dir string, d volume.Divergence, logf func(string, ...any)) (string, 
 	defer v.Close()
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	v.st = State{
+	v.st = wire.State{
 		VolumeID: d.ID, Name: d.Name, Generation: d.Generation, Applied: d.Acked,
-		AppliedAt: time.Now().UTC(), Consistent: len(d.Extents) == 0, Role: "replica",
+		AppliedAt: time.Now().UTC(), Consistent: len(d.Extents) == 0, Role: wire.RoleReplica,
 		History: d.History, Diverged: d.Extents, Reversed: true,
 	}
 	if len(d.Extents) > 0 && d.Extents[0].Path == "" {

@@ -11,6 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"drfs/journal"
+	"drfs/wire"
 )
 
 // applier applies the ops of one change log, writing undo entries first.
@@ -41,7 +42,7 @@ func isBarrier(op journal.Op) bool {
 	return false
 }
 
-func (v *Volume) applyOps(a *Applying, ops []journal.Op, tolerant bool) (int64, error) {
+func (v *Volume) applyOps(a *wire.Applying, ops []journal.Op, tolerant bool) (int64, error) {
 	trash := filepath.Join(v.state, "trash", a.Trash)
 	if err := os.MkdirAll(trash, 0o700); err != nil {
 		return 0, err

@@ -42,7 +42,7 @@ func (v *Volume) Clone(seq uint64, dest string) error {
 	defer t.close()
 	for k := len(v.st.Points) - 1; k >= 0 && v.st.Points[k].From > seq; k-- {
 		p := v.st.Points[k]
-		entries, err := readUndo(filepath.Join(v.state, "undo", p.name()+".undo"))
+		entries, err := readUndo(filepath.Join(v.state, "undo", pointName(p)+".undo"))
 		if err != nil {
 			return err
 		}
@@ -53,10 +53,4 @@ func (v *Volume) Clone(seq uint64, dest string) error {
 		}
 	}
 	return nil
-}
-
-// CloneRequest is the body of POST /v1/volumes/{v}/clone on the local socket.
-type CloneRequest struct {
-	Seq  uint64 `json:"seq"`
-	Dest string `json:"dest"`
 }

@@ -9,6 +9,8 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"drfs/wire"
 )
 
 // copyTree copies src (a file, symlink or directory tree) to dst, which must not exist,
@@ -87,7 +89,7 @@ func copyMeta(from, to string, st *unixStat) error {
 			return err
 		}
 	}
-	if x, err := ReadXattrs(from); err == nil {
+	if x, err := wire.ReadXattrs(from); err == nil {
 		for name, val := range x {
 			unix.Lsetxattr(to, name, val, 0)
 		}

@@ -8,7 +8,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"drfs/journal"
-	"drfs/volume"
 )
 
 // mustTmpfs mounts a fresh tmpfs (its own filesystem) and unmounts it at cleanup.
@@ -34,11 +33,11 @@ func TestReplica_AdoptedSourceOnAnotherFilesystem(t *testing.T) {
 	os.WriteFile(filepath.Join(src, "d", "new.conf"), []byte("new"), 0o644)
 	os.Mkdir(filepath.Join(src, "empty"), 0o755)
 
-	d := volume.Divergence{ID: "vol-1", Name: "vol", Source: src, Generation: 1, Acked: 10}
+	d := Adoption{ID: "vol-1", Name: "vol", Source: src, Generation: 1, Acked: 10}
 	if _, err := Adopt(dir, d, t.Logf); err != nil {
 		t.Fatalf("Adopt: %v", err)
 	}
-	v, err := OpenVolume(dir, "vol", Options{KeepPoints: 100, Logf: t.Logf})
+	v, err := OpenVolume(dir, "vol", Options{PreparePrimary: prepareStub, KeepPoints: 100, Logf: t.Logf})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"drfs/internal/audit"
-	"drfs/volume"
+	"drfs/wire"
 )
 
 // fenced refuses a request of a primary at generation gen: an older generation, or any
@@ -18,7 +18,7 @@ import (
 // primary can say why it stopped. Called with v.mu held.
 func (v *Volume) fenced(gen uint64) error {
 	v.st.LastContact = time.Now().UTC()
-	if v.st.Role == "promoted" || gen < v.st.Generation {
+	if v.st.Role == wire.RolePromoted || gen < v.st.Generation {
 		return fmt.Errorf("%w: %s", ErrStale, v.promotionText(gen))
 	}
 	return nil
@@ -37,34 +37,6 @@ func (v *Volume) promotionText(gen uint64) string {
 	return fmt.Sprintf("the replica is at generation %d, this primary at %d", v.st.Generation, gen)
 }
 
-// PromoteOptions select the recovery point and how careful to be.
-type PromoteOptions struct {
-	Point     *uint64    // roll back to this seq (a recovery point); nil: the latest
-	Time      *time.Time // or to the newest point at or before this time
-	Force     bool       // the old primary cannot be told (it is lost)
-	Planned   bool       // the old primary asked for it, after shipping its last log
-	ExpectSeq uint64     // planned: the seq the primary shipped last; must equal applied
-	StateDir  string     // where to create the primary state (default DIR/V/primary)
-	// Key names a planned failover (see the hand-over protocol in doc.go): the same request
-	// again gets the same answer, and a key once refused or aborted never promotes.
-	Key string
-	// Abort, with Key, asks the replica never to promote under Key, or to tell that it
-	// already did.
-	Abort bool
-}
-
-// PromoteResult tells the operator what happened and what to run next.
-type PromoteResult struct {
-	Volume     string `json:"volume"`
-	Generation uint64 `json:"generation"`
-	Seq        uint64 `json:"seq"`
-	RolledBack int    `json:"rolled_back_logs"`
-	Source     string `json:"source"`
-	State      string `json:"state"`
-	// Aborted answers an abort: the key was not promoted and never will be.
-	Aborted bool `json:"aborted,omitempty"`
-}
-
 // ErrPromoteRefused is a planned failover the replica refused: its key is recorded, and the
 // same key is refused for ever, so the primary may safely go on as the primary.
 var ErrPromoteRefused = errors.New("replica: promotion refused")
@@ -73,22 +45,22 @@ var ErrPromoteRefused = errors.New("replica: promotion refused")
 const maxRefused = 64
 
 // refusedKey reports whether key was refused or aborted.
-func (v *Volume) refusedKey(key string) (RefusedPromotion, bool) {
+func (v *Volume) refusedKey(key string) (wire.RefusedPromotion, bool) {
 	for _, r := range v.st.Refused {
 		if r.Key == key {
 			return r, true
 		}
 	}
-	return RefusedPromotion{}, false
+	return wire.RefusedPromotion{}, false
 }
 
 // refuseLocked records durably that key never promotes, and returns the refusal; if the
 // record cannot be saved the key is not dead yet and cause is returned as a plain error.
 func (v *Volume) refuseLocked(key string, cause error) error {
 	if _, ok := v.refusedKey(key); !ok {
-		v.st.Refused = append(v.st.Refused, RefusedPromotion{Key: key, Reason: cause.Error(), Time: time.Now().UTC()})
+		v.st.Refused = append(v.st.Refused, wire.RefusedPromotion{Key: key, Reason: cause.Error(), Time: time.Now().UTC()})
 		if n := len(v.st.Refused); n > maxRefused {
-			v.st.Refused = append([]RefusedPromotion(nil), v.st.Refused[n-maxRefused:]...)
+			v.st.Refused = append([]wire.RefusedPromotion(nil), v.st.Refused[n-maxRefused:]...)
 		}
 	}
 	if v.st.HandOverID == key {
@@ -101,8 +73,8 @@ func (v *Volume) refuseLocked(key string, cause error) error {
 }
 
 // promotedResult answers a repeated request of the failover that promoted this replica.
-func (v *Volume) promotedResult() PromoteResult {
-	res := PromoteResult{Volume: v.name, Source: v.data.root, Generation: v.st.Generation, State: v.st.PrimaryDir}
+func (v *Volume) promotedResult() wire.PromoteResult {
+	res := wire.PromoteResult{Volume: v.name, Source: v.data.root, Generation: v.st.Generation, State: v.st.PrimaryDir}
 	if n := len(v.st.History); n > 0 {
 		res.Seq = v.st.History[n-1].StartSeq - 1
 	}
@@ -120,16 +92,16 @@ func newHandOverID() string {
 // already did, the promotion's result is returned (Aborted false) and the caller must step
 // down; otherwise the key is recorded as refused before Aborted is returned. The answer is the
 // same however often it is asked.
-func (v *Volume) AbortPromotion(key string) (PromoteResult, error) {
+func (v *Volume) AbortPromotion(key string) (wire.PromoteResult, error) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	res := PromoteResult{Volume: v.name, Source: v.data.root}
+	res := wire.PromoteResult{Volume: v.name, Source: v.data.root}
 	switch {
 	case key == "":
 		return res, errors.New("abort needs the failover's key")
-	case v.st.Role == "promoted" && v.st.PromoteKey == key:
+	case v.st.Role == wire.RolePromoted && v.st.PromoteKey == key:
 		return v.promotedResult(), nil
-	case v.st.Role == "promoted":
+	case v.st.Role == wire.RolePromoted:
 		return res, fmt.Errorf("%w: %s", ErrStale, v.promotionText(v.st.Generation-1))
 	}
 	if _, ok := v.refusedKey(key); ok {
@@ -166,18 +138,18 @@ var ErrHandOver = errors.New("replica: asked the primary to hand over")
 // recovery point, records the generation (so the old primary is fenced from now on), and
 // prepares a primary state for DataDir. Without Force or Planned it refuses while the old
 // primary is still in contact.
-func (v *Volume) Promote(o PromoteOptions) (PromoteResult, error) {
+func (v *Volume) Promote(o wire.PromoteOptions) (wire.PromoteResult, error) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	st := &v.st
-	res := PromoteResult{Volume: v.name, Source: v.data.root}
+	res := wire.PromoteResult{Volume: v.name, Source: v.data.root}
 	key := ""
 	if o.Planned {
 		key = o.Key
 	}
 	if key != "" {
 		switch r, refused := v.refusedKey(key); {
-		case st.Role == "promoted" && st.PromoteKey == key:
+		case st.Role == wire.RolePromoted && st.PromoteKey == key:
 			return v.promotedResult(), nil // the same request again: the same answer
 		case refused:
 			return res, fmt.Errorf("%w: failover %s was refused at %s: %s", ErrPromoteRefused, key, r.Time.Format(time.RFC3339), r.Reason)
@@ -187,9 +159,9 @@ func (v *Volume) Promote(o PromoteOptions) (PromoteResult, error) {
 	switch {
 	case st.VolumeID == "":
 		refusal = errors.New("this replica holds no volume yet")
-	case st.Role == "promoted" && key != "":
+	case st.Role == wire.RolePromoted && key != "":
 		return res, fmt.Errorf("%w: %s", ErrStale, v.promotionText(st.Generation-1))
-	case st.Role == "promoted":
+	case st.Role == wire.RolePromoted:
 		return res, fmt.Errorf("volume %s is already promoted (generation %d); its primary state is %s", v.name, st.Generation, st.PrimaryDir)
 	case !st.Consistent && !o.Force:
 		refusal = errors.New("the replica is not consistent (an initial sync or resync is incomplete): promoting it would expose a tree that never existed on the primary; use --force to do it anyway")
@@ -235,9 +207,9 @@ func (v *Volume) Promote(o PromoteOptions) (PromoteResult, error) {
 }
 
 // promoteLocked performs a promotion Promote accepted. Called with v.mu held.
-func (v *Volume) promoteLocked(o PromoteOptions, key string) (PromoteResult, error) {
+func (v *Volume) promoteLocked(o wire.PromoteOptions, key string) (wire.PromoteResult, error) {
 	st := &v.st
-	res := PromoteResult{Volume: v.name, Source: v.data.root}
+	res := wire.PromoteResult{Volume: v.name, Source: v.data.root}
 	target := st.Applied
 	if o.Time != nil {
 		target = v.pointAt(*o.Time)
@@ -249,10 +221,10 @@ func (v *Volume) promoteLocked(o PromoteOptions, key string) (PromoteResult, err
 	// sides and must be compared when the old primary is reversed into a replica. An explicit
 	// point at the applied seq undoes the resync logs applied since (see RollbackTo).
 	rollback := target != st.Applied || o.Point != nil
-	var exts []volume.Extent
+	var exts []wire.Extent
 	for k := len(st.Points) - 1; rollback && k >= 0 && st.Points[k].From > target; k-- {
 		p := st.Points[k]
-		e, err := v.undoExtents(p.name() + ".undo")
+		e, err := v.undoExtents(pointName(p) + ".undo")
 		if err != nil {
 			return res, err
 		}
@@ -268,13 +240,13 @@ func (v *Volume) promoteLocked(o PromoteOptions, key string) (PromoteResult, err
 	gen := max(st.Generation, 1) + 1
 	hist := st.History
 	if len(hist) == 0 {
-		hist = []volume.GenRecord{{Generation: max(st.Generation, 1), StartSeq: 1, Action: "create"}}
+		hist = []wire.GenRecord{{Generation: max(st.Generation, 1), StartSeq: 1, Action: wire.ActionCreate}}
 	}
-	action := "promote"
+	action := wire.ActionPromote
 	if o.Planned {
-		action = "failover"
+		action = wire.ActionFailover
 	}
-	hist = append(hist, volume.GenRecord{Generation: gen, StartSeq: target + 1, Time: time.Now().UTC(), Host: host, Action: action, Forced: o.Force})
+	hist = append(hist, wire.GenRecord{Generation: gen, StartSeq: target + 1, Time: time.Now().UTC(), Host: host, Action: action, Forced: o.Force})
 	stateDir := o.StateDir
 	if stateDir == "" {
 		stateDir = filepath.Join(v.dir, "primary")
@@ -287,24 +259,27 @@ func (v *Volume) promoteLocked(o PromoteOptions, key string) (PromoteResult, err
 	} else if _, err := os.Stat(filepath.Join(stateDir, "meta")); err == nil {
 		return res, fmt.Errorf("%s already holds a volume state; choose another --state-out", stateDir)
 	}
-	st.Promoting = &Promoting{Key: key, StateDir: stateDir}
+	st.Promoting = &wire.Promoting{Key: key, StateDir: stateDir}
 	if err := v.save(); err != nil {
 		return res, err
 	}
-	if err := volume.Prepare(volume.PrepareConfig{
+	if v.opts.PreparePrimary == nil {
+		return res, errors.New("prepare primary state: this replica was opened without a way to prepare one")
+	}
+	if err := v.opts.PreparePrimary(wire.PrimaryState{
 		State: stateDir, Source: v.data.root, Name: v.name, ID: st.VolumeID,
 		Generation: gen, Seq: target, History: hist, Resync: exts,
 	}); err != nil {
 		return res, fmt.Errorf("prepare primary state: %w", err)
 	}
 	before := st.Generation
-	st.Generation, st.History, st.Role, st.PrimaryDir = gen, hist, "promoted", stateDir
+	st.Generation, st.History, st.Role, st.PrimaryDir = gen, hist, wire.RolePromoted, stateDir
 	st.HandOver, st.HandOverID, st.Promoting, st.PromoteKey = nil, "", nil, key
 	v.dropPoints(len(st.Points))
 	if err := v.save(); err != nil {
 		return res, err
 	}
-	e := audit.Entry{Action: action, Volume: v.name, VolumeID: st.VolumeID, GenBefore: before, GenAfter: gen, Point: target, Forced: o.Force,
+	e := audit.Entry{Action: string(action), Volume: v.name, VolumeID: st.VolumeID, GenBefore: before, GenAfter: gen, Point: target, Forced: o.Force,
 		Detail: fmt.Sprintf("rolled back %d logs; primary state %s", res.RolledBack, stateDir)}.Who()
 	errs := errors.Join(audit.Append(filepath.Join(v.state, audit.FileName), e), audit.Append(filepath.Join(stateDir, audit.FileName), e))
 	res.Generation, res.Seq, res.State = gen, target, stateDir
@@ -331,12 +306,12 @@ func (v *Volume) pointAt(t time.Time) uint64 {
 }
 
 // undoExtents lists what an undo file restores, as extents.
-func (v *Volume) undoExtents(name string) ([]volume.Extent, error) {
+func (v *Volume) undoExtents(name string) ([]wire.Extent, error) {
 	entries, err := readUndo(filepath.Join(v.state, "undo", name))
 	if err != nil {
 		return nil, err
 	}
-	var out []volume.Extent
+	var out []wire.Extent
 	for _, e := range entries {
 		switch e.kind {
 		case undoBytes:
@@ -344,14 +319,14 @@ func (v *Volume) undoExtents(name string) ([]volume.Extent, error) {
 			if e.flags == 1 {
 				n = e.size
 			}
-			out = append(out, volume.Extent{Path: e.path, Off: e.off, Len: n, Reason: "rolled back by promotion"})
+			out = append(out, wire.Extent{Path: e.path, Off: e.off, Len: n, Reason: "rolled back by promotion"})
 		case undoRename, undoMoveBack:
-			out = append(out, volume.Extent{Path: e.path, Len: -1, Reason: "rolled back by promotion"})
+			out = append(out, wire.Extent{Path: e.path, Len: -1, Reason: "rolled back by promotion"})
 			if e.kind == undoRename {
-				out = append(out, volume.Extent{Path: e.other, Len: -1, Reason: "rolled back by promotion"})
+				out = append(out, wire.Extent{Path: e.other, Len: -1, Reason: "rolled back by promotion"})
 			}
 		default:
-			out = append(out, volume.Extent{Path: e.path, Len: -1, Reason: "rolled back by promotion"})
+			out = append(out, wire.Extent{Path: e.path, Len: -1, Reason: "rolled back by promotion"})
 		}
 	}
 	return out, nil

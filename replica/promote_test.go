@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"drfs/journal"
+	"drfs/wire"
 )
 
 // mustPromotable returns a consistent replica at some applied seq.
@@ -28,7 +29,7 @@ func mustPromotable(t *testing.T) (*Volume, string) {
 func TestPromote_KeyIdempotent(t *testing.T) {
 	v, _ := mustPromotable(t)
 	seq := v.State().Applied
-	o := PromoteOptions{Planned: true, ExpectSeq: seq, Key: "k1"}
+	o := wire.PromoteOptions{Planned: true, ExpectSeq: seq, Key: "k1"}
 	first, err := v.Promote(o)
 	if err != nil {
 		t.Fatal(err)
@@ -40,7 +41,7 @@ func TestPromote_KeyIdempotent(t *testing.T) {
 	if st := v.State(); st.Generation != 2 || len(st.History) != 2 || st.PromoteKey != "k1" {
 		t.Errorf("after two identical requests: generation %d, %d history entries, key %q", st.Generation, len(st.History), st.PromoteKey)
 	}
-	if _, err := v.Promote(PromoteOptions{Planned: true, ExpectSeq: seq, Key: "k2"}); !errors.Is(err, ErrStale) {
+	if _, err := v.Promote(wire.PromoteOptions{Planned: true, ExpectSeq: seq, Key: "k2"}); !errors.Is(err, ErrStale) {
 		t.Errorf("another key after the promotion: %v, want ErrStale", err)
 	}
 	if r, err := v.AbortPromotion("k1"); err != nil || r.Aborted || r.Generation != 2 {
@@ -49,7 +50,7 @@ func TestPromote_KeyIdempotent(t *testing.T) {
 	// The answer survives a restart.
 	dir := filepath.Dir(v.dir)
 	v.Close()
-	v2, err := OpenVolume(dir, "vol", Options{})
+	v2, err := OpenVolume(dir, "vol", Options{PreparePrimary: prepareStub})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -64,24 +65,24 @@ func TestPromote_KeyIdempotent(t *testing.T) {
 func TestPromote_RefusedKeyStaysRefused(t *testing.T) {
 	v, _ := mustPromotable(t)
 	seq := v.State().Applied
-	if _, err := v.Promote(PromoteOptions{Planned: true, ExpectSeq: seq + 5, Key: "early"}); !errors.Is(err, ErrPromoteRefused) {
+	if _, err := v.Promote(wire.PromoteOptions{Planned: true, ExpectSeq: seq + 5, Key: "early"}); !errors.Is(err, ErrPromoteRefused) {
 		t.Fatalf("promote at a seq not applied: %v, want ErrPromoteRefused", err)
 	}
 	mustApply(t, v, jlog(v, journal.OpCreate{Path: "b", Mode: 0o644}, journal.OpCreate{Path: "c", Mode: 0o644}))
-	if _, err := v.Promote(PromoteOptions{Planned: true, ExpectSeq: v.State().Applied, Key: "early"}); !errors.Is(err, ErrPromoteRefused) {
+	if _, err := v.Promote(wire.PromoteOptions{Planned: true, ExpectSeq: v.State().Applied, Key: "early"}); !errors.Is(err, ErrPromoteRefused) {
 		t.Fatalf("a refused key promoted later: %v", err)
 	}
 	r, err := v.AbortPromotion("late")
 	if err != nil || !r.Aborted {
 		t.Fatalf("abort: %+v, %v", r, err)
 	}
-	if _, err := v.Promote(PromoteOptions{Planned: true, ExpectSeq: v.State().Applied, Key: "late"}); !errors.Is(err, ErrPromoteRefused) {
+	if _, err := v.Promote(wire.PromoteOptions{Planned: true, ExpectSeq: v.State().Applied, Key: "late"}); !errors.Is(err, ErrPromoteRefused) {
 		t.Fatalf("an aborted key promoted: %v", err)
 	}
 	if st := v.State(); st.Role == "promoted" {
 		t.Fatalf("promoted after refusals: %+v", st)
 	}
-	if _, err := v.Promote(PromoteOptions{Planned: true, ExpectSeq: v.State().Applied, Key: "k3"}); err != nil {
+	if _, err := v.Promote(wire.PromoteOptions{Planned: true, ExpectSeq: v.State().Applied, Key: "k3"}); err != nil {
 		t.Fatalf("a fresh key: %v", err)
 	}
 }
@@ -91,11 +92,11 @@ func TestPromote_RefusedKeyStaysRefused(t *testing.T) {
 func TestPromote_HandOverRequestKeepsItsID(t *testing.T) {
 	v, _ := mustPromotable(t)
 	v.Touch()
-	if _, err := v.Promote(PromoteOptions{}); !errors.Is(err, ErrHandOver) {
+	if _, err := v.Promote(wire.PromoteOptions{}); !errors.Is(err, ErrHandOver) {
 		t.Fatalf("promote with the primary in contact: %v, want ErrHandOver", err)
 	}
 	id := v.State().HandOverID
-	if _, err := v.Promote(PromoteOptions{}); !errors.Is(err, ErrHandOver) || v.State().HandOverID != id || id == "" {
+	if _, err := v.Promote(wire.PromoteOptions{}); !errors.Is(err, ErrHandOver) || v.State().HandOverID != id || id == "" {
 		t.Fatalf("second request: %v, id %q then %q", err, id, v.State().HandOverID)
 	}
 	if _, err := v.AbortPromotion(id); err != nil {

@@ -5,12 +5,14 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
 	"drfs/changelog"
 	"drfs/journal"
+	"drfs/wire"
 )
 
 // attacker is an authenticated primary gone bad: it speaks the replication protocol directly.
@@ -59,7 +61,7 @@ type pastFixture struct {
 
 func newPastFixture(t *testing.T) *pastFixture {
 	dir := t.TempDir()
-	srv, err := NewServer(dir, Options{KeepPoints: 2, KeepFor: time.Hour, Logf: t.Logf}, changelog.Limits{})
+	srv, err := NewServer(dir, Options{PreparePrimary: prepareStub, KeepPoints: 2, KeepFor: time.Hour, Logf: t.Logf}, changelog.Limits{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -161,13 +163,13 @@ func TestReplica_CompromisedPrimaryCannotEraseThePast(t *testing.T) {
 			mustRefuse(t, "sync-complete of generation 7 at seq 0", code, body)
 		}},
 		{"planned promotion rolling back", func(t *testing.T, f *pastFixture) {
-			code, body := f.a.post("/promote", PromoteOptions{Planned: true, ExpectSeq: f.v.State().Applied, Point: &f.first})
+			code, body := f.a.post("/promote", wire.PromoteOptions{Planned: true, ExpectSeq: f.v.State().Applied, Point: &f.first})
 			mustRefuse(t, "planned promotion to the first point", code, body)
-			code, body = f.a.post("/promote", PromoteOptions{Planned: true, ExpectSeq: f.v.State().Applied, Time: &time.Time{}})
+			code, body = f.a.post("/promote", wire.PromoteOptions{Planned: true, ExpectSeq: f.v.State().Applied, Time: &time.Time{}})
 			mustRefuse(t, "planned promotion to time 0", code, body)
 		}},
 		{"planned promotion dropping the points", func(t *testing.T, f *pastFixture) {
-			code, body := f.a.post("/promote", PromoteOptions{Planned: true, ExpectSeq: f.v.State().Applied})
+			code, body := f.a.post("/promote", wire.PromoteOptions{Planned: true, ExpectSeq: f.v.State().Applied})
 			mustRefuse(t, "planned promotion", code, body)
 		}},
 	} {
@@ -184,7 +186,7 @@ func TestReplica_CompromisedPrimaryCannotEraseThePast(t *testing.T) {
 			for seq := range f.good {
 				oldest = min(oldest, seq)
 			}
-			if _, err := f.v.Promote(PromoteOptions{Point: &oldest, Force: true}); err != nil {
+			if _, err := f.v.Promote(wire.PromoteOptions{Point: &oldest, Force: true}); err != nil {
 				t.Fatalf("promote --point %d: %v", oldest, err)
 			}
 			if got := snapshot(t, f.v.DataDir()); got != f.good[oldest] {
@@ -210,7 +212,7 @@ func TestReplica_PlannedPromotionNeedsOperatorWhilePointsAreRetained(t *testing.
 		{"operator asked for an older point", time.Hour, true, false},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			v, err := OpenVolume(t.TempDir(), "vol", Options{KeepPoints: 5, KeepFor: c.keepFor, Logf: t.Logf})
+			v, err := OpenVolume(t.TempDir(), "vol", Options{PreparePrimary: prepareStub, KeepPoints: 5, KeepFor: c.keepFor, Logf: t.Logf})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -222,7 +224,7 @@ func TestReplica_PlannedPromotionNeedsOperatorWhilePointsAreRetained(t *testing.
 			mustApply(t, v, jlog(v, journal.OpWrite{Path: "f", Data: []byte("x")}))
 			if c.ask {
 				v.Touch()
-				o := PromoteOptions{}
+				o := wire.PromoteOptions{}
 				if c.name == "operator asked for an older point" {
 					first := v.Points()[0].From - 1
 					o.Point = &first
@@ -231,7 +233,7 @@ func TestReplica_PlannedPromotionNeedsOperatorWhilePointsAreRetained(t *testing.
 					t.Fatal("promotion over a primary in contact did not ask it to hand over")
 				}
 			}
-			_, err = v.Promote(PromoteOptions{Planned: true, ExpectSeq: v.State().Applied})
+			_, err = v.Promote(wire.PromoteOptions{Planned: true, ExpectSeq: v.State().Applied})
 			if c.ok != (err == nil) {
 				t.Fatalf("planned promotion: %v, want ok=%v", err, c.ok)
 			}
@@ -242,7 +244,7 @@ func TestReplica_PlannedPromotionNeedsOperatorWhilePointsAreRetained(t *testing.
 // Resync logs share the From of the log after them; pruning drops such a run whole or not at
 // all, so rolling back to the run's point never stops half-way through a resync.
 func TestReplica_PruneKeepsResyncRunsWhole(t *testing.T) {
-	v, err := OpenVolume(t.TempDir(), "vol", Options{KeepPoints: 1, Logf: t.Logf})
+	v, err := OpenVolume(t.TempDir(), "vol", Options{PreparePrimary: prepareStub, KeepPoints: 1, Logf: t.Logf})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -284,5 +286,45 @@ func TestReplica_PointAtUsesReplicaClock(t *testing.T) {
 	mustApply(t, v, l)
 	if got := v.pointAt(attack); got != good {
 		t.Fatalf("pointAt(before the attack) = seq %d, want %d (the state the replica held then); applied %d", got, good, v.State().Applied)
+	}
+}
+
+// TestReplica_KeepForProtectsYoungPoints: past --keep-points, points older than --keep-for are
+// pruned, oldest first, and no point younger than --keep-for is, however many there are.
+func TestReplica_KeepForProtectsYoungPoints(t *testing.T) {
+	dir := t.TempDir()
+	v, err := OpenVolume(dir, "vol", Options{KeepPoints: 2, KeepFor: time.Hour, Logf: t.Logf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close()
+	mustApply(t, v, jlog(v, journal.OpCreate{Path: "f", Mode: 0o100644}))
+	for i := range 5 {
+		mustApply(t, v, jlog(v, journal.OpWrite{Path: "f", Off: int64(i), Data: []byte{byte(i)}}))
+	}
+	if n := len(v.Points()); n != 6 {
+		t.Fatalf("%d points kept, want all 6 (younger than --keep-for)", n)
+	}
+	// The three oldest points age past --keep-for.
+	v.mu.Lock()
+	for i := range 3 {
+		v.st.Points[i].Applied = time.Now().Add(-2 * time.Hour)
+	}
+	v.mu.Unlock()
+	before := v.Points()
+	mustApply(t, v, jlog(v, journal.OpWrite{Path: "f", Off: 9, Data: []byte{9}}))
+	ps := v.Points()
+	if len(ps) != 4 || ps[0].From != before[3].From {
+		t.Fatalf("points %+v, want the 4 young ones from seq %d", ps, before[3].From)
+	}
+	undo, _ := os.ReadDir(filepath.Join(dir, "vol", "state", "undo"))
+	if len(undo) != 4 {
+		t.Fatalf("%d undo files, want 4", len(undo))
+	}
+	if err := v.RollbackTo(before[3].From - 1); err != nil {
+		t.Fatalf("roll back to the oldest kept point: %v", err)
+	}
+	if err := v.RollbackTo(before[2].From - 1); err == nil {
+		t.Fatal("rolled back to a pruned point")
 	}
 }

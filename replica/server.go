@@ -15,53 +15,16 @@ import (
 
 	"drfs/changelog"
 	"drfs/journal"
+	"drfs/wire"
 )
 
 // Server hosts the replica side of any number of volumes under one directory and serves the
-// replication protocol over HTTP (the caller wraps it in mutual TLS).
-//
-// Protocol (JSON unless noted; every request is idempotent by volume, generation and seqs):
-//
-//	GET  /v1/volumes                          -> [State] of the volumes bound to the caller
-//	GET  /v1/volumes/{v}                      -> State (volume_id "" when the volume is new)
-//	PUT  /v1/volumes/{v}/log                  body: a change log -> {"applied_seq": N}
-//	POST /v1/volumes/{v}/resync-begin         {"volume_id","generation"}
-//	POST /v1/volumes/{v}/sync-complete        {"volume_id","generation","seq"}
-//	GET  /v1/volumes/{v}/describe?path=&off=&len=&block=  -> Entry
-//	GET  /v1/volumes/{v}/list?path=           -> [Entry]
-//	GET  /v1/volumes/{v}/points               -> [Point]
-//	POST /v1/volumes/{v}/promote              PromoteOptions -> PromoteResult
-//
-// Access: every request over the network carries the identity of a primary (the site named
-// in its client certificate, see tlsutil; "insecure" for a plaintext test setup). A volume is
-// served to one primary only: the one the replica's operator pinned it to (Access.Allow,
-// drfs serve --allow V=SITE), or else the first one that used it, recorded in the volume's
-// state (bound_primary). Any other caller gets 403 "forbidden" on every endpoint of that
-// volume. Block hashes (describe with block > 0) need blocks of at least MinHashBlock bytes,
-// so a hash never stands for a guessable byte or two. After a failover the roles swap: the
-// old primary's site becomes a replica (drfs reverse) whose volume starts unbound and binds to
-// the new primary on first use, unless its operator pins it with --allow.
-//
-// Limits: a change log body may be at most Limits.MaxBodyBytes uncompressed (and its
-// compressed bound); a larger one is refused with 413 "too-large" before it is read. At most
-// Options.MaxConcurrentLogs change logs are received and applied at once over all volumes,
-// and one at a time per volume; others wait for their turn while their request lives.
-//
-// A planned failover's promote carries its Key: repeated, it gets the same answer; refused
-// (409 "refused") or aborted ({"Abort": true} -> {"aborted": true}), the key never promotes;
-// 409 "stale" means another promotion superseded the asking primary; any other error leaves
-// the outcome open and the primary asks again (see the hand-over protocol in doc.go).
-//
-// Errors are {"error": msg, "code": c, "applied_seq": N} with code "gap" or "stale" or
-// "volume" or "history" (HTTP 409), "bad-log" (400), "too-large" (413), "forbidden" (403) or
-// "apply" (500).
+// replication protocol over HTTP (the caller wraps it in mutual TLS). The protocol — every
+// endpoint, its answers and error codes, who may call it, the limits and the hand-over keys —
+// is documented in package wire (wire/doc.go); change the two together.
 //
 // The replica's past is its own: retention (drfs serve --keep-points, --keep-for) is set only
-// there, and no request of a primary drops or relabels a recovery point. A resync log is kept
-// as a point like a journal log; sync-complete never discards points and is refused
-// ("history") if it would set the applied seq back over them, except on an old primary that
-// this site's operator reversed; a planned promote never rolls back, and is refused while
-// points younger than --keep-for exist unless this site's operator asked for the hand-over.
+// here, and no request of a primary drops or relabels a recovery point.
 type Server struct {
 	dir    string
 	opts   Options
@@ -75,9 +38,6 @@ type Server struct {
 	heavy   chan struct{}            // slots for change logs and block hashing, over all volumes
 	logLock map[string]chan struct{} // one change log at a time per volume (guarded by mu)
 }
-
-// MinHashBlock is the smallest block size the network protocol hashes.
-const MinHashBlock = 4 << 10
 
 // DefaultMaxConcurrentLogs bounds the change logs a server receives at once by default.
 const DefaultMaxConcurrentLogs = 4
@@ -163,10 +123,10 @@ func (s *Server) handler(local bool) http.Handler {
 	mux.HandleFunc("GET /v1/volumes", func(w http.ResponseWriter, r *http.Request) {
 		id, err := s.identify(r)
 		if !local && err != nil {
-			writeErr(w, http.StatusForbidden, "forbidden", err.Error(), 0)
+			writeErr(w, http.StatusForbidden, wire.CodeForbidden, err.Error(), 0)
 			return
 		}
-		out := []State{}
+		out := []wire.State{}
 		for _, n := range s.Names() {
 			if v, err := s.Volume(n); err == nil {
 				st := v.State()
@@ -185,27 +145,18 @@ func (s *Server) handler(local bool) http.Handler {
 	}))
 	mux.HandleFunc("PUT /v1/volumes/{v}/log", withVolume(s.putLog))
 	mux.HandleFunc("POST /v1/volumes/{v}/resync-begin", withVolume(func(w http.ResponseWriter, r *http.Request, v *Volume) {
-		var req struct {
-			VolumeID   string `json:"volume_id"`
-			Generation uint64 `json:"generation"`
-		}
+		var req wire.ResyncBegin
 		if !readJSON(w, r, &req) {
 			return
 		}
 		s.reply(w, v, v.MarkInconsistent(req.VolumeID, req.Generation))
 	}))
 	mux.HandleFunc("POST /v1/volumes/{v}/sync-complete", withVolume(func(w http.ResponseWriter, r *http.Request, v *Volume) {
-		var req struct {
-			VolumeID   string `json:"volume_id"`
-			Generation uint64 `json:"generation"`
-			Seq        uint64 `json:"seq"`
-			Tolerant   uint64 `json:"tolerant_until"`
-			Exact      bool   `json:"exact"`
-		}
+		var req wire.SyncComplete
 		if !readJSON(w, r, &req) {
 			return
 		}
-		s.reply(w, v, v.SyncComplete(req.VolumeID, req.Generation, req.Seq, req.Tolerant, req.Exact))
+		s.reply(w, v, v.SyncComplete(req.VolumeID, req.Generation, req.Seq, req.TolerantUntil, req.Exact))
 	}))
 	mux.HandleFunc("GET /v1/volumes/{v}/describe", withVolume(func(w http.ResponseWriter, r *http.Request, v *Volume) {
 		q := r.URL.Query()
@@ -215,8 +166,8 @@ func (s *Server) handler(local bool) http.Handler {
 			n = -1
 		}
 		block, _ := strconv.Atoi(q.Get("block"))
-		if block < 0 || block > 16<<20 || (block > 0 && block < MinHashBlock) {
-			writeErr(w, http.StatusBadRequest, "bad-request", fmt.Sprintf("bad block size %d: want 0 or %d to %d bytes", block, MinHashBlock, 16<<20), 0)
+		if block < 0 || block > wire.MaxHashBlock || (block > 0 && block < wire.MinHashBlock) {
+			writeErr(w, http.StatusBadRequest, wire.CodeBadRequest, fmt.Sprintf("bad block size %d: want 0 or %d to %d bytes", block, wire.MinHashBlock, wire.MaxHashBlock), 0)
 			return
 		}
 		if block > 0 {
@@ -227,7 +178,7 @@ func (s *Server) handler(local bool) http.Handler {
 		}
 		e, err := v.Describe(q.Get("path"), off, n, block)
 		if err != nil {
-			writeErr(w, http.StatusBadRequest, "bad-request", err.Error(), 0)
+			writeErr(w, http.StatusBadRequest, wire.CodeBadRequest, err.Error(), 0)
 			return
 		}
 		writeJSON(w, http.StatusOK, e)
@@ -235,7 +186,7 @@ func (s *Server) handler(local bool) http.Handler {
 	mux.HandleFunc("GET /v1/volumes/{v}/list", withVolume(func(w http.ResponseWriter, r *http.Request, v *Volume) {
 		ents, err := v.List(r.URL.Query().Get("path"))
 		if err != nil {
-			writeErr(w, http.StatusBadRequest, "bad-request", err.Error(), 0)
+			writeErr(w, http.StatusBadRequest, wire.CodeBadRequest, err.Error(), 0)
 			return
 		}
 		writeJSON(w, http.StatusOK, ents)
@@ -245,21 +196,21 @@ func (s *Server) handler(local bool) http.Handler {
 	}))
 	mux.HandleFunc("POST /v1/volumes/{v}/clone", withVolume(func(w http.ResponseWriter, r *http.Request, v *Volume) {
 		if !local {
-			writeErr(w, http.StatusForbidden, "forbidden", "test failover clones are taken on the replica host", 0)
+			writeErr(w, http.StatusForbidden, wire.CodeForbidden, "test failover clones are taken on the replica host", 0)
 			return
 		}
-		var req CloneRequest
+		var req wire.CloneRequest
 		if !readJSON(w, r, &req) {
 			return
 		}
 		if err := v.Clone(req.Seq, req.Dest); err != nil {
-			writeErr(w, http.StatusConflict, "clone", err.Error(), v.State().Applied)
+			writeErr(w, http.StatusConflict, wire.CodeClone, err.Error(), v.State().Applied)
 			return
 		}
 		writeJSON(w, http.StatusOK, v.State())
 	}))
 	mux.HandleFunc("POST /v1/volumes/{v}/promote", withVolume(func(w http.ResponseWriter, r *http.Request, v *Volume) {
-		var o PromoteOptions
+		var o wire.PromoteOptions
 		if !readJSON(w, r, &o) {
 			return
 		}
@@ -267,10 +218,10 @@ func (s *Server) handler(local bool) http.Handler {
 		// zero loss with ExpectSeq); anything else is an operator's decision, taken on the
 		// replica host through the local socket.
 		if !local && (!o.Planned || o.StateDir != "" || o.Force) {
-			writeErr(w, http.StatusForbidden, "forbidden", "only a planned failover can promote over the network; run drfs promote on the replica host", v.State().Applied)
+			writeErr(w, http.StatusForbidden, wire.CodeForbidden, "only a planned failover can promote over the network; run drfs promote on the replica host", v.State().Applied)
 			return
 		}
-		var res PromoteResult
+		var res wire.PromoteResult
 		var err error
 		if o.Abort && o.Planned {
 			res, err = v.AbortPromotion(o.Key)
@@ -279,20 +230,20 @@ func (s *Server) handler(local bool) http.Handler {
 		}
 		switch {
 		case errors.Is(err, ErrHandOver):
-			writeErr(w, http.StatusAccepted, "hand-over", err.Error(), v.State().Applied)
+			writeErr(w, http.StatusAccepted, wire.CodeHandOver, err.Error(), v.State().Applied)
 			return
 		case errors.Is(err, ErrPromoteRefused):
-			writeErr(w, http.StatusConflict, "refused", err.Error(), v.State().Applied)
+			writeErr(w, http.StatusConflict, wire.CodeRefused, err.Error(), v.State().Applied)
 			return
 		case errors.Is(err, ErrStale):
-			writeErr(w, http.StatusConflict, "stale", err.Error(), v.State().Applied)
+			writeErr(w, http.StatusConflict, wire.CodeStale, err.Error(), v.State().Applied)
 			return
 		case err != nil && o.Key != "":
 			// Not a refusal: the failover's outcome is still open, the primary asks again.
-			writeErr(w, http.StatusInternalServerError, "promote", err.Error(), v.State().Applied)
+			writeErr(w, http.StatusInternalServerError, wire.CodePromote, err.Error(), v.State().Applied)
 			return
 		case err != nil:
-			writeErr(w, http.StatusConflict, "promote", err.Error(), v.State().Applied)
+			writeErr(w, http.StatusConflict, wire.CodePromote, err.Error(), v.State().Applied)
 			return
 		case res.Aborted:
 			writeJSON(w, http.StatusOK, res)
@@ -308,37 +259,37 @@ func (s *Server) withVolume(local bool, fn func(http.ResponseWriter, *http.Reque
 	return func(w http.ResponseWriter, r *http.Request) {
 		name := r.PathValue("v")
 		if err := journal.ValidPath(name); err != nil || filepath.Base(name) != name {
-			writeErr(w, http.StatusBadRequest, "bad-request", fmt.Sprintf("bad volume name %q", name), 0)
+			writeErr(w, http.StatusBadRequest, wire.CodeBadRequest, fmt.Sprintf("bad volume name %q", name), 0)
 			return
 		}
 		var id string
 		if !local {
 			var err error
 			if id, err = s.identify(r); err != nil {
-				writeErr(w, http.StatusForbidden, "forbidden", err.Error(), 0)
+				writeErr(w, http.StatusForbidden, wire.CodeForbidden, err.Error(), 0)
 				return
 			}
 			// A volume pinned to another primary is refused before it is opened (or
 			// created).
 			if want, ok := s.access.Allow[name]; ok && want != id {
 				s.opts.Logf("volume %s: refused primary %q: pinned to %q", name, id, want)
-				writeErr(w, http.StatusForbidden, "forbidden", fmt.Sprintf("volume %s is served only to primary %q (drfs serve --allow); this request comes from primary %q", name, want, id), 0)
+				writeErr(w, http.StatusForbidden, wire.CodeForbidden, fmt.Sprintf("volume %s is served only to primary %q (drfs serve --allow); this request comes from primary %q", name, want, id), 0)
 				return
 			}
 		}
 		v, err := s.Volume(name)
 		if err != nil {
-			writeErr(w, http.StatusInternalServerError, "open", err.Error(), 0)
+			writeErr(w, http.StatusInternalServerError, wire.CodeOpen, err.Error(), 0)
 			return
 		}
 		if !local {
 			_, pinned := s.access.Allow[name]
 			if err := v.Bind(id, pinned); errors.Is(err, ErrNotBound) {
 				s.opts.Logf("volume %s: refused primary %q: %v", name, id, err)
-				writeErr(w, http.StatusForbidden, "forbidden", fmt.Sprintf("%v; the replica's operator can move it with drfs serve --allow %s=%s", err, name, id), 0)
+				writeErr(w, http.StatusForbidden, wire.CodeForbidden, fmt.Sprintf("%v; the replica's operator can move it with drfs serve --allow %s=%s", err, name, id), 0)
 				return
 			} else if err != nil {
-				writeErr(w, http.StatusInternalServerError, "open", err.Error(), 0)
+				writeErr(w, http.StatusInternalServerError, wire.CodeOpen, err.Error(), 0)
 				return
 			}
 		}
@@ -359,7 +310,7 @@ func (s *Server) identify(r *http.Request) (string, error) {
 }
 
 // boundTo is the primary volume name is served to.
-func (s *Server) boundTo(name string, st State) string {
+func (s *Server) boundTo(name string, st wire.State) string {
 	if want, ok := s.access.Allow[name]; ok {
 		return want
 	}
@@ -397,7 +348,7 @@ func (s *Server) putLog(w http.ResponseWriter, r *http.Request, v *Volume) {
 	maxWire := lim.MaxBodyBytes + lim.MaxBodyBytes/8 + (1 << 20)
 	if r.ContentLength > maxWire {
 		s.m.rejected.Inc()
-		writeErr(w, http.StatusRequestEntityTooLarge, "too-large", fmt.Sprintf("change log of %d bytes exceeds the limit of %d", r.ContentLength, maxWire), v.State().Applied)
+		writeErr(w, http.StatusRequestEntityTooLarge, wire.CodeTooLarge, fmt.Sprintf("change log of %d bytes exceeds the limit of %d", r.ContentLength, maxWire), v.State().Applied)
 		return
 	}
 	one := s.volumeLogLock(v.Name())
@@ -417,10 +368,10 @@ func (s *Server) putLog(w http.ResponseWriter, r *http.Request, v *Volume) {
 		s.opts.Logf("volume %s: refused change log: %v", v.Name(), err)
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) || errors.Is(err, changelog.ErrTooLarge) {
-			writeErr(w, http.StatusRequestEntityTooLarge, "too-large", err.Error(), v.State().Applied)
+			writeErr(w, http.StatusRequestEntityTooLarge, wire.CodeTooLarge, err.Error(), v.State().Applied)
 			return
 		}
-		writeErr(w, http.StatusBadRequest, "bad-log", err.Error(), v.State().Applied)
+		writeErr(w, http.StatusBadRequest, wire.CodeBadLog, err.Error(), v.State().Applied)
 		return
 	}
 	applied, err := v.Apply(l)
@@ -433,7 +384,7 @@ func (s *Server) putLog(w http.ResponseWriter, r *http.Request, v *Volume) {
 	s.m.bytes.Add(float64(body.n))
 	s.m.applyDur.Observe(time.Since(t0).Seconds())
 	s.m.appliedSeq.WithLabelValues(v.Name()).Set(float64(applied))
-	writeJSON(w, http.StatusOK, map[string]uint64{"applied_seq": applied})
+	writeJSON(w, http.StatusOK, wire.AppliedReply{Applied: applied})
 }
 
 type countingReader struct {
@@ -451,40 +402,33 @@ func (s *Server) reply(w http.ResponseWriter, v *Volume, err error) {
 	applied := v.State().Applied
 	switch code := RefusalCode(err); {
 	case err == nil:
-		writeJSON(w, http.StatusOK, map[string]uint64{"applied_seq": applied})
+		writeJSON(w, http.StatusOK, wire.AppliedReply{Applied: applied})
 	case code != "":
 		writeErr(w, http.StatusConflict, code, err.Error(), applied)
 	default:
-		writeErr(w, http.StatusInternalServerError, "apply", err.Error(), applied)
+		writeErr(w, http.StatusInternalServerError, wire.CodeApply, err.Error(), applied)
 	}
 }
 
-// RefusalCode names a refusal a primary must act on ("gap": resend from the applied seq,
-// "stale": it was superseded, "volume": wrong volume, "history": it would discard recovery
-// points), or "" for any other error.
-func RefusalCode(err error) string {
+// RefusalCode names a refusal a primary must act on (wire.CodeGap: resend from the applied
+// seq, wire.CodeStale: it was superseded, wire.CodeVolume: wrong volume, wire.CodeHistory: it
+// would discard recovery points), or "" for any other error.
+func RefusalCode(err error) wire.Code {
 	switch {
 	case errors.Is(err, ErrGap):
-		return "gap"
+		return wire.CodeGap
 	case errors.Is(err, ErrStale):
-		return "stale"
+		return wire.CodeStale
 	case errors.Is(err, ErrVolumeMismatch):
-		return "volume"
+		return wire.CodeVolume
 	case errors.Is(err, ErrHistory):
-		return "history"
+		return wire.CodeHistory
 	}
 	return ""
 }
 
-// ErrorReply is the body of an error response.
-type ErrorReply struct {
-	Error   string `json:"error"`
-	Code    string `json:"code"`
-	Applied uint64 `json:"applied_seq"`
-}
-
-func writeErr(w http.ResponseWriter, status int, code, msg string, applied uint64) {
-	writeJSON(w, status, ErrorReply{Error: msg, Code: code, Applied: applied})
+func writeErr(w http.ResponseWriter, status int, code wire.Code, msg string, applied uint64) {
+	writeJSON(w, status, wire.ErrorReply{Error: msg, Code: code, Applied: applied})
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
@@ -495,7 +439,7 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 
 func readJSON(w http.ResponseWriter, r *http.Request, v any) bool {
 	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20)).Decode(v); err != nil {
-		writeErr(w, http.StatusBadRequest, "bad-request", err.Error(), 0)
+		writeErr(w, http.StatusBadRequest, wire.CodeBadRequest, err.Error(), 0)
 		return false
 	}
 	return true

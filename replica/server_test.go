@@ -13,13 +13,14 @@ import (
 
 	"drfs/changelog"
 	"drfs/journal"
+	"drfs/wire"
 )
 
 // testServer serves a fresh replica directory; the caller's identity is the X-Primary header
 // (standing in for the client certificate).
 func testServer(t *testing.T, allow map[string]string, lim changelog.Limits) (*Server, *httptest.Server) {
 	t.Helper()
-	s, err := NewServer(t.TempDir(), Options{Logf: t.Logf}, lim)
+	s, err := NewServer(t.TempDir(), Options{PreparePrimary: prepareStub, Logf: t.Logf}, lim)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -94,7 +95,7 @@ func TestServer_VolumeBoundToFirstPrimary(t *testing.T) {
 			}
 		}
 	}
-	var list []State
+	var list []wire.State
 	_, body := call(t, hs, "paris", "GET", "/v1/volumes", nil)
 	if json.Unmarshal([]byte(body), &list); len(list) != 0 {
 		t.Errorf("another primary lists %d volumes", len(list))

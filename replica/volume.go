@@ -26,7 +26,7 @@ import (
 	"drfs/changelog"
 	"drfs/internal/fsutil"
 	"drfs/journal"
-	"drfs/volume"
+	"drfs/wire"
 )
 
 // Errors a primary is told about. They are returned wrapped; match with errors.Is.
@@ -40,100 +40,12 @@ var (
 	ErrHistory = errors.New("replica: refused: it would discard recovery points")
 )
 
-// Point is a recovery point: the replica can be rolled back to seq From-1 by undoing the logs
-// from this one onwards.
-//
-// A resync log is kept as a point too (Resync): it covers no journal seqs, so its From is the
-// applied seq before it plus one and its To the applied seq (raised to where SyncComplete
-// puts the replica). Consecutive points may therefore share a From; rolling back to From-1
-// undoes all of them, back to the state before the first.
-type Point struct {
-	From      uint64    `json:"from_seq"`
-	To        uint64    `json:"to_seq"`
-	Created   time.Time `json:"created"` // when the primary cut the log
-	Applied   time.Time `json:"applied"` // replica clock: retention counts from here
-	UndoBytes int64     `json:"undo_bytes"`
-	Resync    bool      `json:"resync,omitempty"`
-	// Undo names the point's undo file (without .undo) and trash directory when they are not
-	// the default %016x-%016x of From and To (resync points; a point whose To was raised).
-	Undo string `json:"undo,omitempty"`
-}
-
-// name is the base name of p's undo file and trash directory.
-func (p Point) name() string {
+// pointName is the base name of p's undo file and trash directory.
+func pointName(p wire.Point) string {
 	if p.Undo != "" {
 		return p.Undo
 	}
 	return fmt.Sprintf("%016x-%016x", p.From, p.To)
-}
-
-// Applying marks a log whose application began but did not commit: its undo is rolled back at
-// open.
-type Applying struct {
-	From, To uint64
-	Undo     string // undo file name in state/undo
-	Trash    string // trash dir name in state/trash
-}
-
-// State is the replica's durable record of a volume.
-type State struct {
-	VolumeID       string    `json:"volume_id"`
-	Name           string    `json:"name"`
-	Generation     uint64    `json:"generation"`
-	Applied        uint64    `json:"applied_seq"`
-	AppliedCreated time.Time `json:"applied_log_created"` // creation time of the last applied log
-	AppliedAt      time.Time `json:"applied_at"`
-	Consistent     bool      `json:"consistent"` // false while an initial sync or resync is incomplete
-	// TolerantUntil: journal logs up to this seq overlap a resync that already reflects some
-	// of their effects; they are applied tolerantly (an op whose effect is already there is
-	// skipped), and the replica is consistent once it has applied past this seq.
-	TolerantUntil uint64    `json:"tolerant_until,omitempty"`
-	Applying      *Applying `json:"applying,omitempty"`
-	Points        []Point   `json:"points"`
-	LastError     string    `json:"last_error,omitempty"`
-
-	// Failover state.
-	Role        string             `json:"role"`              // "replica", or "promoted" once it became a primary
-	History     []volume.GenRecord `json:"history,omitempty"` // generations, oldest first
-	PrimaryDir  string             `json:"primary_state,omitempty"`
-	Diverged    []volume.Extent    `json:"diverged,omitempty"` // set by reverse: extents the new primary must resync
-	LastContact time.Time          `json:"last_contact"`       // last request from a primary
-	// HandOver is set by a promote without --force while the primary is in contact: the
-	// primary sees it, ships its last log and hands over with a planned failover whose key is
-	// HandOverID. Both are cleared when that key is promoted, refused or aborted.
-	HandOver   *time.Time `json:"hand_over_requested,omitempty"`
-	HandOverID string     `json:"hand_over_id,omitempty"`
-	// PromoteKey is the key of the planned failover that promoted this replica: the same
-	// request again gets the same answer.
-	PromoteKey string `json:"promote_key,omitempty"`
-	// Promoting is set while a promotion prepares the primary state, so a crash halfway
-	// leaves a state directory a retry may replace.
-	Promoting *Promoting `json:"promoting,omitempty"`
-	// Refused lists planned failovers this replica refused or aborted: it never promotes
-	// under these keys (the newest maxRefused are kept).
-	Refused []RefusedPromotion `json:"refused_promotions,omitempty"`
-
-	// BoundPrimary is the identity (site name) of the only primary this volume is served to
-	// over the network: the first one that used it, or the one the operator named with
-	// drfs serve --allow. "" while unbound.
-	BoundPrimary string `json:"bound_primary,omitempty"`
-	// Reversed marks an old primary made a replica by drfs reverse (Adopt) until its resync
-	// completes: the new primary may then set the applied seq back to the common point and
-	// overwrite its diverged changes, which this site's operator chose by reversing.
-	Reversed bool `json:"reversed,omitempty"`
-}
-
-// Promoting is a promotion under way.
-type Promoting struct {
-	Key      string `json:"key,omitempty"`
-	StateDir string `json:"state_dir"`
-}
-
-// RefusedPromotion is a planned failover key the replica will never promote under.
-type RefusedPromotion struct {
-	Key    string    `json:"key"`
-	Reason string    `json:"reason"`
-	Time   time.Time `json:"time"`
 }
 
 // Options tune a replica volume. Retention is the replica operator's alone: nothing a
@@ -145,6 +57,11 @@ type Options struct {
 	// MaxConcurrentLogs bounds the change logs a Server receives and applies at once
 	// (default DefaultMaxConcurrentLogs).
 	MaxConcurrentLogs int
+	// PreparePrimary creates the primary state directory a promotion hands over (the
+	// primary side's volume.Prepare). The replica decides what the state holds; writing it
+	// is the primary side's business, so the replica does not depend on it. Nil: Promote
+	// refuses.
+	PreparePrimary func(wire.PrimaryState) error
 }
 
 // Volume is one volume on the replica side.
@@ -157,7 +74,7 @@ type Volume struct {
 	lock  *os.File
 
 	mu sync.Mutex
-	st State
+	st wire.State
 
 	// crashAfter, when > 0, makes applyOps stop after that many ops as if the process died
 	// there (tests only): the undo is left for OpenVolume to roll back.
@@ -265,11 +182,11 @@ func (v *Volume) Bind(id string, explicit bool) error {
 }
 
 // State returns a copy of the durable state.
-func (v *Volume) State() State {
+func (v *Volume) State() wire.State {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	s := v.st
-	s.Points = append([]Point(nil), v.st.Points...)
+	s.Points = append([]wire.Point(nil), v.st.Points...)
 	return s
 }
 
@@ -282,8 +199,8 @@ func (v *Volume) load() error {
 	return err
 }
 
-func readState(stateDir string) (State, error) {
-	var st State
+func readState(stateDir string) (wire.State, error) {
+	var st wire.State
 	b, err := os.ReadFile(filepath.Join(stateDir, "state.json"))
 	if err != nil {
 		return st, err
@@ -296,7 +213,7 @@ func readState(stateDir string) (State, error) {
 
 // ReadState reads the durable state of volume name under dir without opening (or locking) the
 // volume, for status tools while drfs serve holds it.
-func ReadState(dir, name string) (State, error) {
+func ReadState(dir, name string) (wire.State, error) {
 	st, err := readState(filepath.Join(dir, name, "state"))
 	if errors.Is(err, os.ErrNotExist) {
 		return st, fmt.Errorf("%s holds no volume %q: %w", dir, name, err)
@@ -340,7 +257,7 @@ func (v *Volume) Apply(l *changelog.Log) (uint64, error) {
 	}
 	v.st.Generation = l.Generation
 
-	a := &Applying{From: l.FromSeq, To: l.ToSeq}
+	a := &wire.Applying{From: l.FromSeq, To: l.ToSeq}
 	if journalLog {
 		a.Undo = fmt.Sprintf("%016x-%016x.undo", l.FromSeq, l.ToSeq)
 		a.Trash = fmt.Sprintf("%016x-%016x", l.FromSeq, l.ToSeq)
@@ -377,11 +294,11 @@ func (v *Volume) Apply(l *changelog.Log) (uint64, error) {
 			v.st.TolerantUntil = 0
 			v.st.Consistent = true
 		}
-		v.st.Points = append(v.st.Points, Point{From: l.FromSeq, To: l.ToSeq, Created: l.Created, Applied: now, UndoBytes: undoBytes})
+		v.st.Points = append(v.st.Points, wire.Point{From: l.FromSeq, To: l.ToSeq, Created: l.Created, Applied: now, UndoBytes: undoBytes})
 	} else if v.st.Applied > 0 && !v.st.Reversed {
 		// A resync may rewrite any byte: what it replaced stays restorable, as the state at
 		// the applied seq before it (see Point).
-		v.st.Points = append(v.st.Points, Point{From: v.st.Applied + 1, To: v.st.Applied, Created: l.Created, Applied: now,
+		v.st.Points = append(v.st.Points, wire.Point{From: v.st.Applied + 1, To: v.st.Applied, Created: l.Created, Applied: now,
 			UndoBytes: undoBytes, Resync: true, Undo: a.Trash})
 	} else {
 		// An initial sync has no past; a reversed old primary's diverged state is what the
@@ -422,7 +339,7 @@ func (v *Volume) SyncComplete(volumeID string, generation, seq, tolerantUntil ui
 		// The resync brought the tree to seq: the last point now ends there (its undo still
 		// restores the state before it).
 		last := &v.st.Points[len(v.st.Points)-1]
-		last.Undo = last.name()
+		last.Undo = pointName(*last)
 		last.To = seq
 		v.st.Applied = seq
 	case seq > v.st.Applied || exact:
@@ -463,7 +380,7 @@ func (v *Volume) MarkInconsistent(volumeID string, generation uint64) error {
 }
 
 // Points returns the recovery points, oldest first.
-func (v *Volume) Points() []Point { return v.State().Points }
+func (v *Volume) Points() []wire.Point { return v.State().Points }
 
 // RollbackTo undoes every applied log after seq, which must be a recovery point boundary.
 // Rolling back to the applied seq undoes resync logs applied since (the state at seq is the
@@ -484,7 +401,7 @@ func (v *Volume) rollbackToLocked(seq uint64) error {
 	}
 	for k := len(v.st.Points) - 1; k >= i; k-- {
 		p := v.st.Points[k]
-		name := p.name()
+		name := pointName(p)
 		if err := v.rollback(name+".undo", name); err != nil {
 			return fmt.Errorf("roll back log %d-%d: %w", p.From, p.To, err)
 		}
@@ -497,7 +414,7 @@ func (v *Volume) rollbackToLocked(seq uint64) error {
 	return nil
 }
 
-func pointList(ps []Point) string {
+func pointList(ps []wire.Point) string {
 	if len(ps) == 0 {
 		return "none"
 	}
@@ -570,9 +487,9 @@ func (v *Volume) protectedPoints() int {
 // dropPoints forgets the n oldest recovery points and deletes their undo data.
 func (v *Volume) dropPoints(n int) {
 	for _, p := range v.st.Points[:n] {
-		name := p.name()
+		name := pointName(p)
 		os.Remove(filepath.Join(v.state, "undo", name+".undo"))
 		os.RemoveAll(filepath.Join(v.state, "trash", name))
 	}
-	v.st.Points = append([]Point(nil), v.st.Points[n:]...)
+	v.st.Points = append([]wire.Point(nil), v.st.Points[n:]...)
 }

@@ -3,6 +3,7 @@ package replica
 import (
 	"bytes"
 	"crypto/sha256"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -18,11 +19,25 @@ import (
 
 	"drfs/changelog"
 	"drfs/journal"
+	"drfs/wire"
 )
+
+// prepareStub stands in for the primary side's volume.Prepare: it creates the state
+// directory with a record of what it was asked to hold.
+func prepareStub(c wire.PrimaryState) error {
+	if err := os.MkdirAll(filepath.Join(c.State, "meta"), 0o700); err != nil {
+		return err
+	}
+	b, err := json.Marshal(c)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(c.State, "meta", "prepared.json"), b, 0o600)
+}
 
 func MustOpenVolume(tb testing.TB, dir string) *Volume {
 	tb.Helper()
-	v, err := OpenVolume(dir, "vol", Options{KeepPoints: 100, Logf: tb.Logf})
+	v, err := OpenVolume(dir, "vol", Options{PreparePrimary: prepareStub, KeepPoints: 100, Logf: tb.Logf})
 	if err != nil {
 		tb.Fatalf("OpenVolume: %v", err)
 	}
@@ -244,7 +259,7 @@ func TestReplica_RefusesEscape(t *testing.T) {
 
 func TestReplica_KeepPointsPrunes(t *testing.T) {
 	dir := t.TempDir()
-	v, err := OpenVolume(dir, "vol", Options{KeepPoints: 3})
+	v, err := OpenVolume(dir, "vol", Options{PreparePrimary: prepareStub, KeepPoints: 3})
 	if err != nil {
 		t.Fatal(err)
 	}

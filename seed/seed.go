@@ -20,6 +20,7 @@ import (
 	"drfs/journal"
 	"drfs/replica"
 	"drfs/volume"
+	"drfs/wire"
 )
 
 // Names in a seed directory: SEED/manifest.json, SEED/tail.dcl (the records written during the
@@ -53,7 +54,7 @@ type FileHash struct {
 // copied (fuzzy), then the journal records appended meanwhile are applied to the copy, which
 // is then the volume exactly as of the seq in the manifest.
 func Export(vol *volume.Volume, dir string) (Manifest, error) {
-	m := Manifest{VolumeID: vol.ID(), Name: vol.Name(), Generation: vol.Generation(), BlockSize: replica.DefaultBlockSize}
+	m := Manifest{VolumeID: vol.ID(), Name: vol.Name(), Generation: vol.Generation(), BlockSize: wire.DefaultBlockSize}
 	if ents, err := os.ReadDir(dir); err == nil && len(ents) > 0 {
 		return m, fmt.Errorf("%s is not empty", dir)
 	}
@@ -160,7 +161,7 @@ func hashTree(root string, block int) ([]FileHash, error) {
 			return err
 		}
 		defer unix.Close(fd)
-		h, err := replica.HashBlocks(fd, 0, fi.Size(), block)
+		h, err := wire.HashBlocks(fd, 0, fi.Size(), block)
 		if err != nil {
 			return err
 		}

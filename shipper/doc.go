@@ -51,5 +51,5 @@ package shipper
 //     known lost may the operator run drfs failover --resolve --force-resume, which clears the
 //     record without R's answer.
 //
-// Wire: both requests are POST /v1/volumes/{v}/promote with replica.PromoteOptions
+// Wire: both requests are POST /v1/volumes/{v}/promote with wire.PromoteOptions
 // {Planned, ExpectSeq, Key} or {Planned, Key, Abort}; see replica.Server for the answers.

@@ -10,7 +10,7 @@ import (
 
 	"drfs/changelog"
 	"drfs/internal/fsutil"
-	"drfs/replica"
+	"drfs/wire"
 )
 
 // exportTarget writes change logs into a directory instead of sending them: for offline
@@ -20,7 +20,7 @@ import (
 // questions): a replica reached this way must be seeded first.
 type exportTarget struct {
 	dir string
-	st  replica.State
+	st  wire.State
 }
 
 const exportState = "export-state.json"
@@ -45,7 +45,7 @@ func openExportTarget(dir, volumeID string) (*exportTarget, error) {
 	return t, nil
 }
 
-func (t *exportTarget) State(context.Context) (replica.State, error) { return t.st, nil }
+func (t *exportTarget) State(context.Context) (wire.State, error) { return t.st, nil }
 
 func (t *exportTarget) Send(_ context.Context, b []byte) (uint64, error) {
 	l, err := changelog.Unmarshal(b, changelog.Limits{})
@@ -53,10 +53,10 @@ func (t *exportTarget) Send(_ context.Context, b []byte) (uint64, error) {
 		return t.st.Applied, err
 	}
 	if t.st.VolumeID == "" {
-		t.st = replica.State{VolumeID: l.VolumeID, Generation: l.Generation, Applied: l.FromSeq - 1, Consistent: true}
+		t.st = wire.State{VolumeID: l.VolumeID, Generation: l.Generation, Applied: l.FromSeq - 1, Consistent: true}
 	}
 	if l.FromSeq != t.st.Applied+1 {
-		return t.st.Applied, &RefusedError{Code: "gap", Msg: fmt.Sprintf("export directory continues at seq %d", t.st.Applied+1), Applied: t.st.Applied}
+		return t.st.Applied, &RefusedError{Code: wire.CodeGap, Msg: fmt.Sprintf("export directory continues at seq %d", t.st.Applied+1), Applied: t.st.Applied}
 	}
 	if _, _, err := changelog.WriteFile(t.dir, l); err != nil {
 		return t.st.Applied, err
@@ -72,16 +72,16 @@ func (t *exportTarget) ResyncBegin(context.Context, string, uint64) error { retu
 func (t *exportTarget) SyncComplete(context.Context, string, uint64, uint64, uint64, bool) error {
 	return errOffline
 }
-func (t *exportTarget) Promote(context.Context, uint64, string) (replica.PromoteResult, error) {
-	return replica.PromoteResult{}, &RefusedError{Code: "refused", Msg: "cannot fail over to an export directory"}
+func (t *exportTarget) Promote(context.Context, uint64, string) (wire.PromoteResult, error) {
+	return wire.PromoteResult{}, &RefusedError{Code: wire.CodeRefused, Msg: "cannot fail over to an export directory"}
 }
 
-func (t *exportTarget) AbortPromote(context.Context, string) (replica.PromoteResult, error) {
-	return replica.PromoteResult{Aborted: true}, nil
+func (t *exportTarget) AbortPromote(context.Context, string) (wire.PromoteResult, error) {
+	return wire.PromoteResult{Aborted: true}, nil
 }
-func (t *exportTarget) Describe(context.Context, string, int64, int64, int) (replica.Entry, error) {
-	return replica.Entry{}, errOffline
+func (t *exportTarget) Describe(context.Context, string, int64, int64, int) (wire.Entry, error) {
+	return wire.Entry{}, errOffline
 }
-func (t *exportTarget) List(context.Context, string) ([]replica.Entry, error) { return nil, errOffline }
-func (t *exportTarget) String() string                                        { return "export://" + t.dir }
-func (t *exportTarget) Close() error                                          { return nil }
+func (t *exportTarget) List(context.Context, string) ([]wire.Entry, error) { return nil, errOffline }
+func (t *exportTarget) String() string                                     { return "export://" + t.dir }
+func (t *exportTarget) Close() error                                       { return nil }

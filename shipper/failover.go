@@ -9,8 +9,8 @@ import (
 	"time"
 
 	"drfs/internal/audit"
-	"drfs/replica"
 	"drfs/volume"
+	"drfs/wire"
 )
 
 // HandOverPause bounds the guest pause of a hand-over the replica asked for (drfs promote
@@ -138,7 +138,7 @@ func (s *Shipper) PlannedFailover(ctx context.Context, key string) (FailoverResu
 		finish()
 		s.cfg.Logf("planned failover %s done: replica promoted to generation %d at seq %d; guests paused %s", key, pr.Generation, last, res.Pause.Round(time.Microsecond))
 		return res, nil
-	case errors.As(err, &ref) && ref.Code == "refused":
+	case errors.As(err, &ref) && ref.Code == wire.CodeRefused:
 		if cerr := s.stayPrimary(h, "refused by the replica: "+ref.Msg); cerr != nil {
 			s.fence(h, cerr)
 			finish()
@@ -146,7 +146,7 @@ func (s *Shipper) PlannedFailover(ctx context.Context, key string) (FailoverResu
 		}
 		finish()
 		return res, fmt.Errorf("the replica refused the failover: %s; nothing changed, this side is still the primary (guests paused %s)", ref.Msg, res.Pause.Round(time.Millisecond))
-	case errors.As(err, &ref) && ref.Code == "stale":
+	case errors.As(err, &ref) && ref.Code == wire.CodeStale:
 		reason := "superseded by another promotion of the replica: " + ref.Msg
 		if derr := s.stepDown(h, gen+1, reason, ""); derr != nil {
 			s.fence(h, derr)
@@ -164,7 +164,7 @@ func (s *Shipper) PlannedFailover(ctx context.Context, key string) (FailoverResu
 
 // askPromote sends the promote request until an answer arrives or ctx ends; the request is
 // idempotent by key, so a lost request or reply is simply asked again.
-func (s *Shipper) askPromote(ctx context.Context, h volume.HandOver) (replica.PromoteResult, error) {
+func (s *Shipper) askPromote(ctx context.Context, h volume.HandOver) (wire.PromoteResult, error) {
 	backoff := 100 * time.Millisecond
 	for attempt := 1; ; attempt++ {
 		actx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -194,7 +194,7 @@ func (s *Shipper) stepDown(h volume.HandOver, newGen uint64, reason, newState st
 	s.vol.Unfence()
 	s.handOver.Store(nil)
 	s.mu.Lock()
-	s.state, s.lastErr, s.demoted, s.failover = "demoted", "", true, ""
+	s.state, s.lastErr, s.demoted, s.failover = wire.StateDemoted, "", true, ""
 	s.mu.Unlock()
 	s.vol.Audit(audit.Entry{Action: "failover", GenBefore: h.Generation, GenAfter: newGen, Point: h.Seq,
 		Detail: fmt.Sprintf("planned %s: this side demoted (%s); new primary at %s (state %s)", h.Key, reason, s.t, newState)})
@@ -254,7 +254,7 @@ func (s *Shipper) Resolve(ctx context.Context) (ResolveResult, error) {
 	pr, err := s.t.AbortPromote(ctx, h.Key)
 	var ref *RefusedError
 	switch {
-	case errors.As(err, &ref) && ref.Code == "stale":
+	case errors.As(err, &ref) && ref.Code == wire.CodeStale:
 		res.Outcome, res.Detail = "demoted", "superseded by another promotion of the replica: "+ref.Msg
 		return res, s.stepDown(*h, h.Generation+1, res.Detail, "")
 	case err != nil:
@@ -304,7 +304,7 @@ func (s *Shipper) resolveLoop(ctx context.Context) {
 
 // handOverRequested starts the planned failover the replica asked for (drfs promote without
 // --force), once per request ID, however often the request is seen.
-func (s *Shipper) handOverRequested(st replica.State) {
+func (s *Shipper) handOverRequested(st wire.State) {
 	id := st.HandOverID
 	if id == "" && st.HandOver != nil {
 		id = "ho-at-" + st.HandOver.UTC().Format(time.RFC3339Nano) // a replica that names no ID
@@ -349,7 +349,7 @@ func (s *Shipper) drain(ctx context.Context, seq uint64) error {
 		s.mu.Lock()
 		state, applyErr := s.state, s.applyErr
 		s.mu.Unlock()
-		if state == "fenced" {
+		if state == wire.StateFenced {
 			return errors.New("this primary is fenced")
 		}
 		if s.applyErrs.Load() != applyErrs {

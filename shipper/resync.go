@@ -15,8 +15,8 @@ import (
 	"drfs/changelog"
 	"drfs/internal/units"
 	"drfs/journal"
-	"drfs/replica"
 	"drfs/volume"
+	"drfs/wire"
 )
 
 // resync repairs every pending extent by comparing block hashes with the replica and sending
@@ -30,7 +30,7 @@ func (s *Shipper) resync(ctx context.Context) error {
 	if err != nil || len(exts) == 0 {
 		return err
 	}
-	s.setState("syncing")
+	s.setState(wire.StateSyncing)
 	gen := s.vol.Generation()
 	if err := s.t.ResyncBegin(ctx, s.vol.ID(), gen); err != nil {
 		return fmt.Errorf("begin resync: %w", err)
@@ -131,7 +131,7 @@ func (rs *resyncer) flush() error {
 	s.throttle(rs.ctx, int64(len(b)))
 	if _, err := s.t.Send(rs.ctx, b); err != nil {
 		var ref *RefusedError
-		if errors.As(err, &ref) && (ref.Code == "stale" || ref.Code == "volume") {
+		if errors.As(err, &ref) && (ref.Code == wire.CodeStale || ref.Code == wire.CodeVolume) {
 			return fmt.Errorf("%w: %s", ErrFenced, ref.Msg)
 		}
 		return fmt.Errorf("send resync log: %w", err)
@@ -169,19 +169,19 @@ func (rs *resyncer) path(p string, off, n int64) error {
 	if err != nil {
 		return err
 	}
-	switch replica.TypeOf(st.Mode) {
-	case "dir":
+	switch wire.TypeOf(st.Mode) {
+	case wire.TypeDir:
 		return rs.dir(p, &st)
-	case "file":
+	case wire.TypeFile:
 		return rs.file(p, &st, off, n)
-	case "symlink":
+	case wire.TypeSymlink:
 		return rs.symlink(p, &st)
 	default:
 		re, err := rs.s.t.Describe(rs.ctx, p, 0, 0, 0)
 		if err != nil {
 			return err
 		}
-		if re.Exists && re.Type == "other" && re.Mode == st.Mode {
+		if re.Exists && re.Type == wire.TypeOther && re.Mode == st.Mode {
 			return nil
 		}
 		if re.Exists {
@@ -194,8 +194,8 @@ func (rs *resyncer) path(p string, off, n int64) error {
 }
 
 // remove deletes p on the replica, depth first for a directory.
-func (rs *resyncer) remove(p, typ string) error {
-	if typ == "dir" {
+func (rs *resyncer) remove(p string, typ wire.EntryType) error {
+	if typ == wire.TypeDir {
 		ents, err := rs.s.t.List(rs.ctx, p)
 		if err != nil {
 			return err
@@ -224,7 +224,7 @@ func (rs *resyncer) dir(p string, st *unix.Stat_t) error {
 	if err != nil {
 		return err
 	}
-	if re.Exists && re.Type != "dir" {
+	if re.Exists && re.Type != wire.TypeDir {
 		if err := rs.remove(p, re.Type); err != nil {
 			return err
 		}
@@ -282,7 +282,7 @@ func (rs *resyncer) symlink(p string, st *unix.Stat_t) error {
 	if err != nil {
 		return err
 	}
-	if re.Exists && re.Type == "symlink" && re.Target == target {
+	if re.Exists && re.Type == wire.TypeSymlink && re.Target == target {
 		return nil
 	}
 	if re.Exists {
@@ -335,17 +335,17 @@ func (rs *resyncer) file(p string, st *unix.Stat_t, off, n int64) error {
 	}
 	// Whole files (initial sync) compare in 64 KiB blocks; known extents (diverged, hot or
 	// degraded regions) in 4 KiB blocks, so what travels stays close to what changed.
-	block := replica.DefaultBlockSize
+	block := wire.DefaultBlockSize
 	if !whole {
-		block = replica.FineBlockSize
+		block = wire.FineBlockSize
 	}
-	zeroHash := replica.ZeroBlockHash(block)
+	zeroHash := wire.ZeroBlockHash(block)
 	off = off / int64(block) * int64(block)
 	re, err := rs.s.t.Describe(rs.ctx, p, 0, 0, 0)
 	if err != nil {
 		return err
 	}
-	if re.Exists && re.Type != "file" {
+	if re.Exists && re.Type != wire.TypeFile {
 		if err := rs.remove(p, re.Type); err != nil {
 			return err
 		}
@@ -366,7 +366,7 @@ func (rs *resyncer) file(p string, st *unix.Stat_t, off, n int64) error {
 	buf := make([]byte, block)
 	for pos := off; pos < off+n; pos += span {
 		k := min(span, off+n-pos)
-		mine, err := replica.HashBlocks(fd, pos, k, block)
+		mine, err := wire.HashBlocks(fd, pos, k, block)
 		if err != nil {
 			return err
 		}
@@ -410,7 +410,7 @@ func (rs *resyncer) file(p string, st *unix.Stat_t, off, n int64) error {
 
 // xattrs makes the replica's extended attributes of p equal to the source's.
 func (rs *resyncer) xattrs(p string, theirs map[string][]byte) error {
-	mine, err := replica.ReadXattrs(filepath.Join(rs.src, p))
+	mine, err := wire.ReadXattrs(filepath.Join(rs.src, p))
 	if err != nil {
 		return err
 	}

@@ -16,6 +16,7 @@ import (
 	"drfs/journal"
 	"drfs/replica"
 	"drfs/volume"
+	"drfs/wire"
 )
 
 func TestParseSchedule(t *testing.T) {
@@ -39,6 +40,11 @@ func TestParseSchedule(t *testing.T) {
 			t.Errorf("ParseSchedule(%q, %s) = %v, %v; want %q, err=%v", c.interval, c.rpo, s, err, c.want, c.err)
 		}
 	}
+}
+
+// openLocal opens file:// replicas as drfs mount does.
+func openLocal(dir, vol string, logf func(string, ...any)) (Target, error) {
+	return replica.OpenLocalTarget(dir, vol, replica.Options{Logf: logf, PreparePrimary: volume.Prepare})
 }
 
 type env struct {
@@ -76,12 +82,12 @@ func (s *slowTarget) Send(ctx context.Context, b []byte) (uint64, error) {
 	return s.Target.Send(ctx, b)
 }
 
-func (s *slowTarget) State(ctx context.Context) (replica.State, error) {
+func (s *slowTarget) State(ctx context.Context) (wire.State, error) {
 	s.mu.Lock()
 	down := s.down
 	s.mu.Unlock()
 	if down {
-		return replica.State{}, context.DeadlineExceeded
+		return wire.State{}, context.DeadlineExceeded
 	}
 	return s.Target.State(ctx)
 }
@@ -96,7 +102,7 @@ func newEnv(t *testing.T, cfg Config, wrap func(Target) Target) *env {
 		t.Fatal(err)
 	}
 	e := &env{vol: vol, repDir: filepath.Join(d, "rep")}
-	tgt, err := OpenTarget("file://"+e.repDir, vol.Name(), nil, false, t.Logf)
+	tgt, err := OpenTarget("file://"+e.repDir, vol.Name(), nil, false, openLocal, t.Logf)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -159,36 +165,121 @@ func (e *env) checkEqual(t *testing.T) {
 	}
 }
 
+// fakeClock is a lag clock that moves only when the test says so.
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func newFakeClock() *fakeClock { return &fakeClock{t: time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)} }
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+// gateTarget holds every Send while closed, standing in for a link slower than any RPO.
+type gateTarget struct {
+	Target
+	mu     sync.Mutex
+	closed bool
+}
+
+func (g *gateTarget) setClosed(c bool) {
+	g.mu.Lock()
+	g.closed = c
+	g.mu.Unlock()
+}
+
+func (g *gateTarget) Send(ctx context.Context, b []byte) (uint64, error) {
+	for {
+		g.mu.Lock()
+		closed := g.closed
+		g.mu.Unlock()
+		if !closed {
+			return g.Target.Send(ctx, b)
+		}
+		select {
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-time.After(time.Millisecond):
+		}
+	}
+}
+
+// waitFor polls cond until it holds, failing the test after 10 s.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+// TestShipper_RPO: the RPO schedule ships once the lag (by the shipper's clock) reaches half
+// the target, not before, and a lag past the target counts one violation. The lag clock is
+// the test's, so the outcome does not depend on the machine's speed.
 func TestShipper_RPO(t *testing.T) {
-	var slow *slowTarget
-	e := newEnv(t, Config{Schedule: Schedule{RPO: 600 * time.Millisecond}}, func(tg Target) Target {
-		slow = &slowTarget{Target: tg}
-		return slow
+	clk := newFakeClock()
+	var gate *gateTarget
+	e := newEnv(t, Config{Schedule: Schedule{RPO: 600 * time.Millisecond}, Now: clk.Now}, func(tg Target) Target {
+		gate = &gateTarget{Target: tg}
+		return gate
 	})
 	e.sync(t)
-	// A steady trickle of writes: the RPO schedule keeps lag under the target.
-	stop := time.Now().Add(1500 * time.Millisecond)
-	var maxLag float64
-	for i := 0; time.Now().Before(stop); i++ {
-		e.write(t, int64(i%256)*4096, bytes.Repeat([]byte{byte(i)}, 4096))
-		time.Sleep(5 * time.Millisecond)
-		maxLag = max(maxLag, e.sh.Status().LagSeconds)
+	last := func() uint64 { return uint64(e.vol.Journal().LastSeq()) }
+	lag := func() time.Duration { return time.Duration(e.sh.Status().LagSeconds * float64(time.Second)) }
+	// dirty writes and waits until the shipper tracks the write's age.
+	dirty := func(i int) {
+		t.Helper()
+		e.write(t, int64(i)*4096, bytes.Repeat([]byte{byte(i)}, 4096))
+		waitFor(t, "the write's lag to be tracked", func() bool {
+			clk.Advance(time.Millisecond)
+			return lag() > 0
+		})
 	}
-	e.sync(t)
-	if v := e.sh.Status().RPOViolations; v != 0 || maxLag > 0.6 {
-		t.Fatalf("on a fast link: %d RPO violations, max lag %.3fs (target 0.6s)", v, maxLag)
-	}
-	// A link slower than the target: violations are counted, and shipping still converges.
-	slow.mu.Lock()
-	slow.delay = 1500 * time.Millisecond
-	slow.mu.Unlock()
-	for i := 0; i < 10; i++ {
-		e.write(t, int64(i)*4096, bytes.Repeat([]byte{0xee}, 4096))
+
+	for i := range 3 {
+		dirty(i)
+		if l := lag(); l >= 200*time.Millisecond {
+			t.Fatalf("round %d: lag %s before the test moved the clock", i, l)
+		}
+		clk.Advance(200*time.Millisecond - lag())
 		time.Sleep(100 * time.Millisecond)
+		if acked := e.sh.Status().AckedSeq; acked >= last() {
+			t.Fatalf("round %d: shipped at a lag of %s, under half the 600ms target", i, lag())
+		}
+		clk.Advance(150 * time.Millisecond)
+		waitFor(t, "the schedule to ship at half the target", func() bool { return e.sh.Status().AckedSeq >= last() })
+		waitFor(t, "the lag to clear", func() bool { return lag() == 0 })
 	}
+	if v := e.sh.Status().RPOViolations; v != 0 {
+		t.Fatalf("after shipping on schedule: %d RPO violations", v)
+	}
+
+	// A link slower than the target: the log is in flight while the lag passes it.
+	gate.setClosed(true)
+	dirty(10)
+	clk.Advance(1500 * time.Millisecond)
+	waitFor(t, "an RPO violation", func() bool { return e.sh.Status().RPOViolations > 0 })
+	if l := lag(); l < 1500*time.Millisecond {
+		t.Fatalf("status lag %s, want at least 1.5s", l)
+	}
+	gate.setClosed(false)
 	e.sync(t)
-	if v := e.sh.Status().RPOViolations; v == 0 {
-		t.Fatal("a 1.5s link against a 600ms RPO reported no violation")
+	waitFor(t, "the lag to clear", func() bool { return lag() == 0 })
+	if v := e.sh.Status().RPOViolations; v != 1 {
+		t.Fatalf("after the slow log: %d RPO violations, want 1", v)
 	}
 	e.checkEqual(t)
 }
@@ -274,7 +365,7 @@ func TestShipper_InitialSyncResumes(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer vol.Close()
-	tgt, err := OpenTarget("file://"+filepath.Join(d, "rep"), vol.Name(), nil, false, t.Logf)
+	tgt, err := OpenTarget("file://"+filepath.Join(d, "rep"), vol.Name(), nil, false, openLocal, t.Logf)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -25,7 +25,7 @@ func TestOpenTarget_InsecureLoopbackOnly(t *testing.T) {
 		{"http://0.0.0.0:9740", false},
 		{"http://[::]:9740", false},
 	} {
-		tgt, err := OpenTarget(c.url, "v", nil, true, t.Logf)
+		tgt, err := OpenTarget(c.url, "v", nil, true, nil, t.Logf)
 		if tgt != nil {
 			tgt.Close()
 		}

@@ -11,7 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"drfs/replica"
+	"drfs/wire"
 )
 
 // Difference is one place where the replica does not hold what the primary holds.
@@ -70,7 +70,7 @@ func (s *Shipper) verifyDir(ctx context.Context, src, p string, res *VerifyResul
 	if err != nil {
 		return err
 	}
-	have := map[string]replica.Entry{}
+	have := map[string]wire.Entry{}
 	for _, e := range theirs {
 		have[e.Name] = e
 	}
@@ -91,8 +91,8 @@ func (s *Shipper) verifyPath(ctx context.Context, src, p string, res *VerifyResu
 	if err := unix.Lstat(filepath.Join(src, p), &st); err != nil {
 		return err
 	}
-	typ := replica.TypeOf(st.Mode)
-	block := replica.DefaultBlockSize
+	typ := wire.TypeOf(st.Mode)
+	block := wire.DefaultBlockSize
 	re, err := s.t.Describe(ctx, p, 0, -1, block)
 	if err != nil {
 		return err
@@ -111,15 +111,15 @@ func (s *Shipper) verifyPath(ctx context.Context, src, p string, res *VerifyResu
 		diff(0, -1, fmt.Sprintf("mode %o on the primary, %o on the replica", st.Mode, re.Mode))
 	}
 	switch typ {
-	case "dir":
+	case wire.TypeDir:
 		return s.verifyDir(ctx, src, p, res)
-	case "symlink":
+	case wire.TypeSymlink:
 		buf := make([]byte, 4096)
 		n, _ := unix.Readlink(filepath.Join(src, p), buf)
 		if string(buf[:n]) != re.Target {
 			diff(0, -1, fmt.Sprintf("symlink to %q on the primary, to %q on the replica", buf[:n], re.Target))
 		}
-	case "file":
+	case wire.TypeFile:
 		res.Files++
 		res.Bytes += st.Size
 		if re.Size != st.Size {
@@ -130,7 +130,7 @@ func (s *Shipper) verifyPath(ctx context.Context, src, p string, res *VerifyResu
 			return err
 		}
 		defer unix.Close(fd)
-		mine, err := replica.HashBlocks(fd, 0, st.Size, block)
+		mine, err := wire.HashBlocks(fd, 0, st.Size, block)
 		if err != nil {
 			return err
 		}

@@ -13,6 +13,7 @@ import (
 
 	"drfs/internal/audit"
 	"drfs/journal"
+	"drfs/wire"
 )
 
 // HandOver is a planned failover in progress: recorded durably after the last log was
@@ -44,17 +45,8 @@ func (m *Meta) RecordHandOver(h HandOver) error { return m.setJSON(keyHandOver, 
 // key: this side stays the primary.
 func (m *Meta) ClearHandOver() error { return m.del(keyHandOver) }
 
-// GenRecord is one generation of a volume's history: it began at StartSeq when the volume was
-// created or promoted. Both sides keep the list; comparing them tells who is newer and where
-// two histories diverged.
-type GenRecord struct {
-	Generation uint64    `json:"generation"`
-	StartSeq   uint64    `json:"start_seq"` // first seq written in this generation
-	Time       time.Time `json:"time"`
-	Host       string    `json:"host"`
-	Action     string    `json:"action"` // create, promote, failover
-	Forced     bool      `json:"forced,omitempty"`
-}
+// GenRecord is one generation of a volume's history (see wire.GenRecord).
+type GenRecord = wire.GenRecord
 
 // RoleRecord marks a state directory that must no longer be mounted as a primary.
 type RoleRecord struct {
@@ -115,15 +107,9 @@ func (m *Meta) Demote(r RoleRecord) error {
 	})
 }
 
-// PrepareConfig describes the primary state a promotion creates for a replica's data.
-type PrepareConfig struct {
-	State, Source string
-	Name, ID      string
-	Generation    uint64
-	Seq           uint64 // the data is exactly the volume as of this seq
-	History       []GenRecord
-	Resync        []Extent // extents that differ from what the old primary may hold
-}
+// PrepareConfig describes the primary state a promotion creates for a replica's data (see
+// wire.PrimaryState).
+type PrepareConfig = wire.PrimaryState
 
 // Prepare creates a state directory for c.Source as the primary of a promoted volume: same
 // volume ID, the new generation, and a journal that continues at Seq+1.

@@ -13,6 +13,7 @@ import (
 	badger "github.com/dgraph-io/badger/v4"
 
 	"drfs/internal/fsutil"
+	"drfs/wire"
 )
 
 // Keys of the metadata store (volume/doc.go describes each). Values are JSON unless noted; the
@@ -64,14 +65,8 @@ type FileStat struct {
 }
 
 // Extent is a byte range of a file that must be compared with the replica and resent where it
-// differs. Len < 0 means "the whole file".
-type Extent struct {
-	Path   string    `json:"path"`
-	Off    int64     `json:"off"`
-	Len    int64     `json:"len"`
-	Reason string    `json:"reason"`
-	Since  time.Time `json:"since"`
-}
+// differs (see wire.Extent).
+type Extent = wire.Extent
 
 // Meta is the volume's metadata store: a badger database opened with synchronous writes, so a
 // returned Set is durable.

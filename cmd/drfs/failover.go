@@ -18,6 +18,7 @@ import (
 	"drfs/replica"
 	"drfs/shipper"
 	"drfs/volume"
+	"drfs/wire"
 )
 
 // promoteCommand: drfs promote --dir DIR --volume V [--point SEQ|--time T] [--force] [--state-out DIR]
@@ -47,7 +48,7 @@ func (c *promoteCommand) ParseFlags(args []string) error {
 }
 
 func (c *promoteCommand) Run(ctx context.Context) error {
-	o := replica.PromoteOptions{Force: c.force, StateDir: c.stateOut}
+	o := wire.PromoteOptions{Force: c.force, StateDir: c.stateOut}
 	if c.point != "" {
 		p, err := strconv.ParseUint(c.point, 10, 64)
 		if err != nil {
@@ -62,7 +63,7 @@ func (c *promoteCommand) Run(ctx context.Context) error {
 		}
 		o.Time = &t
 	}
-	var res replica.PromoteResult
+	var res wire.PromoteResult
 	// A running drfs serve holds the volume: ask it through its local socket.
 	body, _ := json.Marshal(o)
 	resp, err := serveClient(c.dir).Post("http://drfs/v1/volumes/"+c.volume+"/promote", "application/json", bytesReader(body))
@@ -74,7 +75,7 @@ func (c *promoteCommand) Run(ctx context.Context) error {
 			return c.waitHandOver(ctx)
 		}
 		if resp.StatusCode != http.StatusOK {
-			var e replica.ErrorReply
+			var e wire.ErrorReply
 			json.NewDecoder(resp.Body).Decode(&e)
 			return errors.New(e.Error)
 		}
@@ -82,7 +83,7 @@ func (c *promoteCommand) Run(ctx context.Context) error {
 			return err
 		}
 	} else {
-		v, err := replica.OpenVolume(c.dir, c.volume, replica.Options{})
+		v, err := replica.OpenVolume(c.dir, c.volume, replica.Options{PreparePrimary: volume.Prepare})
 		if err != nil {
 			return err
 		}
@@ -109,7 +110,7 @@ func (c *promoteCommand) waitHandOver(ctx context.Context) error {
 		sc.Timeout = 10 * time.Second
 		resp, err := sc.Get("http://drfs/v1/volumes/" + c.volume)
 		if err == nil {
-			var st replica.State
+			var st wire.State
 			json.NewDecoder(resp.Body).Decode(&st)
 			resp.Body.Close()
 			if id == "" {
@@ -238,7 +239,8 @@ func (c *reverseCommand) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	data, err := replica.Adopt(c.dir, d, func(f string, a ...any) { fmt.Fprintf(os.Stderr, "drfs: "+f+"\n", a...) })
+	data, err := replica.Adopt(c.dir, replica.Adoption{ID: d.ID, Name: d.Name, Source: d.Source, Generation: d.Generation,
+		History: d.History, Acked: d.Acked, Extents: d.Extents}, func(f string, a ...any) { fmt.Fprintf(os.Stderr, "drfs: "+f+"\n", a...) })
 	if err != nil {
 		return err
 	}

@@ -25,6 +25,7 @@ import (
 	"drfs/internal/netutil"
 	"drfs/internal/units"
 	"drfs/journal"
+	"drfs/replica"
 	"drfs/shipper"
 	"drfs/tlsutil"
 	"drfs/volume"
@@ -305,7 +306,7 @@ func (c *mountCommand) startShipper(ctx context.Context, vol *volume.Volume, reg
 			return nil, err
 		}
 	}
-	target, err := shipper.OpenTarget(c.repl.url, vol.Name(), tlsConf, c.repl.insecure, logger.Printf)
+	target, err := shipper.OpenTarget(c.repl.url, vol.Name(), tlsConf, c.repl.insecure, openLocalReplica, logger.Printf)
 	if err != nil {
 		return nil, err
 	}
@@ -348,4 +349,9 @@ func metricsMux(reg *prometheus.Registry, addr string, withPprof bool) http.Hand
 	}
 	mux.Handle("/", h)
 	return mux
+}
+
+// openLocalReplica opens a replica directory on this host (--replica file:///DIR).
+func openLocalReplica(dir, name string, logf func(string, ...any)) (shipper.Target, error) {
+	return replica.OpenLocalTarget(dir, name, replica.Options{Logf: logf, PreparePrimary: volume.Prepare})
 }

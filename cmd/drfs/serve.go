@@ -20,6 +20,7 @@ import (
 	"drfs/internal/netutil"
 	"drfs/replica"
 	"drfs/tlsutil"
+	"drfs/volume"
 )
 
 type serveCommand struct {
@@ -96,7 +97,8 @@ func (c *serveCommand) Run(ctx context.Context) error {
 	if c.keepFor == 0 {
 		logger.Printf("--keep-for is not set: a primary that sends many small logs pushes older recovery points out of the last %d; set --keep-for to keep every point of that period whatever a primary sends", c.keepPoints)
 	}
-	srv, err := replica.NewServer(c.dir, replica.Options{KeepPoints: c.keepPoints, KeepFor: c.keepFor, Logf: logger.Printf, MaxConcurrentLogs: c.maxLogs}, changelog.Limits{})
+	srv, err := replica.NewServer(c.dir, replica.Options{KeepPoints: c.keepPoints, KeepFor: c.keepFor, Logf: logger.Printf, MaxConcurrentLogs: c.maxLogs,
+		PreparePrimary: volume.Prepare}, changelog.Limits{})
 	if err != nil {
 		return err
 	}

@@ -167,7 +167,7 @@ func (c *statusCommand) replica() error {
 		if role == "" {
 			role = "replica"
 		}
-		rs := replicaStatus{Volume: e.Name(), VolumeID: st.VolumeID, Role: role, Generation: st.Generation,
+		rs := replicaStatus{Volume: e.Name(), VolumeID: st.VolumeID, Role: string(role), Generation: st.Generation,
 			AppliedSeq: st.Applied, AppliedAt: st.AppliedAt, Consistent: st.Consistent, Points: len(st.Points),
 			DataDir: filepath.Join(c.dir, e.Name(), "data"), LastError: st.LastError}
 		if !st.AppliedCreated.IsZero() {

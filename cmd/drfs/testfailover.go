@@ -14,6 +14,7 @@ import (
 	"drfs/internal/audit"
 	"drfs/replica"
 	"drfs/volume"
+	"drfs/wire"
 )
 
 // testFailoverCommand: drfs test-failover --dir DIR --volume V --point SEQ --mount MNT | --cleanup
@@ -68,12 +69,12 @@ func (c *testFailoverCommand) Run(ctx context.Context) error {
 			return fmt.Errorf("--point %q is not a seq", c.point)
 		}
 	}
-	req, _ := json.Marshal(replica.CloneRequest{Seq: seq, Dest: dest})
+	req, _ := json.Marshal(wire.CloneRequest{Seq: seq, Dest: dest})
 	resp, err := serveClient(c.dir).Post("http://drfs/v1/volumes/"+c.volume+"/clone", "application/json", bytesReader(req))
 	if err == nil {
 		defer resp.Body.Close()
 		if resp.StatusCode != http.StatusOK {
-			var e replica.ErrorReply
+			var e wire.ErrorReply
 			json.NewDecoder(resp.Body).Decode(&e)
 			return errors.New(e.Error)
 		}

@@ -1,0 +1,98 @@
+package shipper
+
+import (
+	"context"
+	"time"
+
+	"drfs/journal"
+)
+
+// watch runs beside the sessions, whether the replica is reachable or not: it tracks lag, counts
+// RPO violations and degrades the journal to a dirty-extent map past JournalMax.
+func (s *Shipper) watch(ctx context.Context) {
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		now := s.cfg.Now()
+		dirty := uint64(s.j.LastSeq()) > s.applied.Load()
+		s.mu.Lock()
+		if dirty && s.dirtySince.IsZero() {
+			s.dirtySince = now
+		}
+		if !dirty {
+			s.dirtySince = time.Time{}
+		}
+		lag := s.lagLocked(now)
+		if rpo := s.cfg.Schedule.RPO; rpo > 0 {
+			if lag > rpo && !s.violating {
+				s.violating = true
+				s.violations++
+				s.m.rpoViolations.Inc()
+				s.cfg.Logf("RPO target %s missed: replica lag is %s", rpo, lag.Round(time.Millisecond))
+			} else if lag <= rpo {
+				s.violating = false
+			}
+		}
+		s.mu.Unlock()
+		s.m.lag.Set(lag.Seconds())
+		if s.cfg.JournalMax > 0 && uint64(s.j.LastSeq()) > s.next.Load() &&
+			s.j.UsedFrom(journal.Seq(s.next.Load()+1)) > s.cfg.JournalMax {
+			s.tryDegrade()
+		}
+		// Shipped records leave the journal at the next checkpoint; with a journal limit, do
+		// not wait for the periodic one.
+		if s.cfg.JournalMax > 0 && s.j.Size() > s.cfg.JournalMax && s.vol.CheckpointSeq() < s.next.Load() &&
+			s.checkpointing.CompareAndSwap(false, true) {
+			go func() {
+				defer s.checkpointing.Store(false)
+				if err := s.vol.Checkpoint(); err != nil {
+					s.cfg.Logf("checkpoint: %v", err)
+				}
+			}()
+		}
+	}
+}
+
+// tryDegrade degrades the journal unless a ship or resync is under way (the caller must not
+// wait: it tracks lag, or it is a guest's write); it is tried again on the next occasion.
+func (s *Shipper) tryDegrade() {
+	if !s.opMu.TryLock() {
+		return
+	}
+	defer s.opMu.Unlock()
+	if err := s.degrade(); err != nil {
+		s.cfg.Logf("degrade journal: %v", err)
+	}
+}
+
+// degrade folds the unshipped journal records into resync extents (metadata only), so the
+// journal can be released while the replica is away. When the replica returns, only those
+// extents travel, compared block by block. The caller holds opMu.
+func (s *Shipper) degrade() error {
+	seq := uint64(s.vol.Barrier())
+	from := s.next.Load() + 1
+	if seq < from {
+		return nil
+	}
+	list, err := s.vol.ExtentsSince(journal.Seq(from), journal.Seq(seq), "journal over --journal-max while the replica was away")
+	if err != nil {
+		return err
+	}
+	// The replica stays at its applied seq; once the extents are resynced it is declared
+	// consistent at seq.
+	if err := s.pendSync(list, seq); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.degraded = true
+	s.mu.Unlock()
+	s.m.degraded.Inc()
+	s.cfg.Logf("journal passed --journal-max with the replica away: records %d-%d folded into %d dirty extents", from, seq, len(list))
+	// A checkpoint makes the folded records unnecessary for local recovery too, and releases them.
+	return s.vol.Checkpoint()
+}
