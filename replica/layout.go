@@ -57,6 +57,9 @@ func (l Layout) TestFailover() string { return filepath.Join(l.Root(), "test-fai
 // Socket is the local socket of a drfs serve on Dir (see LocalSocket).
 func (l Layout) Socket() string { return filepath.Join(l.Dir, LocalSocket) }
 
+// layout is the volume's place in its replica directory.
+func (v *Volume) layout() Layout { return Layout{filepath.Dir(v.dir), v.name} }
+
 // Volumes lists, sorted, the names of the volumes in replica directory dir: the
 // subdirectories that hold a volume state. Anything else in dir is not a volume and is
 // skipped.

@@ -82,3 +82,20 @@ func TestVolumes(t *testing.T) {
 		t.Error("Volumes of a missing directory: no error")
 	}
 }
+
+// A promotion without --state-out prepares the primary state where the layout says, and
+// reports the layout's data directory as the source.
+func TestLayout_PromoteUsesLayout(t *testing.T) {
+	v, dir := mustPromotable(t)
+	res, err := v.Promote(PromoteOptions{Force: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := Layout{Dir: dir, Volume: v.Name()}
+	if res.State != l.Primary() {
+		t.Errorf("primary state in %s, layout says %s", res.State, l.Primary())
+	}
+	if mustEval(t, res.Source) != mustEval(t, l.Data()) {
+		t.Errorf("source %s, layout says %s", res.Source, l.Data())
+	}
+}
