@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"syscall"
 	"time"
 
@@ -26,14 +25,15 @@ type Adoption struct {
 // DIR/V/data (moved there, or linked when it is on another filesystem), and its state records
 // the common seq and the diverged extents that the new primary will compare and overwrite.
 func Adopt(dir string, d Adoption, logf func(string, ...any)) (string, error) {
-	vdir := filepath.Join(dir, d.Name)
-	if _, err := os.Stat(filepath.Join(vdir, "state", "state.json")); err == nil {
+	l := Layout{dir, d.Name}
+	vdir := l.Root()
+	if _, err := os.Stat(l.StateFile()); err == nil {
 		return "", fmt.Errorf("%s already holds a replica of volume %s", vdir, d.Name)
 	}
 	if err := os.MkdirAll(vdir, 0o755); err != nil {
 		return "", err
 	}
-	data := filepath.Join(vdir, "data")
+	data := l.Data()
 	if _, err := os.Lstat(data); err == nil {
 		return "", fmt.Errorf("%s exists; move it away first", data)
 	}

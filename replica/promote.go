@@ -249,7 +249,7 @@ func (v *Volume) promoteLocked(o wire.PromoteOptions, key string) (wire.PromoteR
 	hist = append(hist, wire.GenRecord{Generation: gen, StartSeq: target + 1, Time: time.Now().UTC(), Host: host, Action: action, Forced: o.Force})
 	stateDir := o.StateDir
 	if stateDir == "" {
-		stateDir = filepath.Join(v.dir, "primary")
+		stateDir = v.layout().Primary()
 	}
 	if p := st.Promoting; p != nil && p.StateDir == stateDir {
 		// An earlier promotion crashed while preparing this directory: start it afresh.

@@ -3,7 +3,7 @@
 // atomically (undo first, then the change, then the new boundary recorded), and keeps undo data
 // for recent boundaries so the volume can be rolled back to a recovery point.
 //
-// Layout under the replica directory DIR:
+// Layout under the replica directory DIR (see Layout):
 //
 //	DIR/V/data/              the volume's files, usable as a source after promotion
 //	DIR/V/state/state.json   volume ID, generation, applied seq, recovery points
@@ -96,8 +96,9 @@ func OpenVolume(dir, name string, opts Options) (*Volume, error) {
 	if opts.KeepPoints <= 0 {
 		opts.KeepPoints = 24
 	}
-	v := &Volume{name: name, dir: filepath.Join(dir, name), opts: opts}
-	v.state = filepath.Join(v.dir, "state")
+	l := Layout{dir, name}
+	v := &Volume{name: name, dir: l.Root(), opts: opts}
+	v.state = l.State()
 	for _, d := range []string{v.state, filepath.Join(v.state, "undo"), filepath.Join(v.state, "trash")} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return nil, err
@@ -112,7 +113,7 @@ func OpenVolume(dir, name string, opts Options) (*Volume, error) {
 		return nil, fmt.Errorf("replica volume %s is in use by another drfs process", v.dir)
 	}
 	v.lock = lock
-	if v.data, err = openTree(filepath.Join(v.dir, "data")); err != nil {
+	if v.data, err = openTree(l.Data()); err != nil {
 		lock.Close()
 		return nil, err
 	}
@@ -201,12 +202,12 @@ func (v *Volume) load() error {
 
 func readState(stateDir string) (wire.State, error) {
 	var st wire.State
-	b, err := os.ReadFile(filepath.Join(stateDir, "state.json"))
+	b, err := os.ReadFile(filepath.Join(stateDir, stateFile))
 	if err != nil {
 		return st, err
 	}
 	if err := json.Unmarshal(b, &st); err != nil {
-		return st, fmt.Errorf("read %s/state.json: %w", stateDir, err)
+		return st, fmt.Errorf("read %s: %w", filepath.Join(stateDir, stateFile), err)
 	}
 	return st, nil
 }
@@ -214,7 +215,7 @@ func readState(stateDir string) (wire.State, error) {
 // ReadState reads the durable state of volume name under dir without opening (or locking) the
 // volume, for status tools while drfs serve holds it.
 func ReadState(dir, name string) (wire.State, error) {
-	st, err := readState(filepath.Join(dir, name, "state"))
+	st, err := readState(Layout{dir, name}.State())
 	if errors.Is(err, os.ErrNotExist) {
 		return st, fmt.Errorf("%s holds no volume %q: %w", dir, name, err)
 	}
@@ -227,7 +228,7 @@ func (v *Volume) save() error {
 	if err != nil {
 		return err
 	}
-	return fsutil.WriteFileAtomic(filepath.Join(v.state, "state.json"), b, 0o600)
+	return fsutil.WriteFileAtomic(filepath.Join(v.state, stateFile), b, 0o600)
 }
 
 // Apply applies a change log atomically and returns the applied seq. A log already applied is

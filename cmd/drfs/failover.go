@@ -6,13 +6,13 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
 	"text/tabwriter"
 	"time"
 
+	"drfs/control"
 	"drfs/internal/audit"
 	"drfs/internal/units"
 	"drfs/replica"
@@ -63,34 +63,15 @@ func (c *promoteCommand) Run(ctx context.Context) error {
 		}
 		o.Time = &t
 	}
-	var res wire.PromoteResult
-	// A running drfs serve holds the volume: ask it through its local socket.
-	body, _ := json.Marshal(o)
-	resp, err := serveClient(c.dir).Post("http://drfs/v1/volumes/"+c.volume+"/promote", "application/json", bytesReader(body))
-	if err == nil {
-		defer resp.Body.Close()
-		if resp.StatusCode == http.StatusAccepted {
-			// The primary is alive: it was asked to hand over; wait for it.
-			fmt.Println("the primary is alive: asked it to ship its last log and hand over (zero loss); waiting...")
-			return c.waitHandOver(ctx)
-		}
-		if resp.StatusCode != http.StatusOK {
-			var e wire.ErrorReply
-			json.NewDecoder(resp.Body).Decode(&e)
-			return errors.New(e.Error)
-		}
-		if err := json.NewDecoder(resp.Body).Decode(&res); err != nil {
-			return err
-		}
-	} else {
-		v, err := replica.OpenVolume(c.dir, c.volume, replica.Options{PreparePrimary: volume.Prepare})
-		if err != nil {
-			return err
-		}
-		defer v.Close()
-		if res, err = v.Promote(o); err != nil {
-			return err
-		}
+	op := replica.Operator{Layout: replica.Layout{Dir: c.dir, Volume: c.volume}, PreparePrimary: volume.Prepare}
+	res, err := op.Promote(ctx, o)
+	if errors.Is(err, replica.ErrHandOverPending) {
+		// The primary is alive: it was asked to hand over; wait for it.
+		fmt.Println("the primary is alive: asked it to ship its last log and hand over (zero loss); waiting...")
+		return c.waitHandOver(ctx, op)
+	}
+	if err != nil {
+		return err
 	}
 	fmt.Printf(`promoted volume %s to generation %d at seq %d (%d newer logs rolled back)
 bring it up as the primary on this site:
@@ -102,41 +83,22 @@ but stops shipping; make it a replica of this one with drfs reverse.
 }
 
 // waitHandOver waits until the primary completed the hand-over the replica asked for.
-func (c *promoteCommand) waitHandOver(ctx context.Context) error {
-	deadline := time.Now().Add(shipper.HandOverPause + 30*time.Second)
-	id := ""
-	for time.Now().Before(deadline) {
-		sc := serveClient(c.dir)
-		sc.Timeout = 10 * time.Second
-		resp, err := sc.Get("http://drfs/v1/volumes/" + c.volume)
-		if err == nil {
-			var st wire.State
-			json.NewDecoder(resp.Body).Decode(&st)
-			resp.Body.Close()
-			if id == "" {
-				id = st.HandOverID
-			}
-			for _, r := range st.Refused {
-				if id != "" && r.Key == id {
-					return fmt.Errorf("the primary's hand-over %s did not happen: %s; nothing changed, the primary stays the primary (retry drfs promote, or use --force if it is lost)", id, r.Reason)
-				}
-			}
-			if st.Role == "promoted" && len(st.History) > 0 {
-				h := st.History[len(st.History)-1]
-				fmt.Printf(`the primary handed over: volume %s is generation %d from seq %d (zero loss)
+func (c *promoteCommand) waitHandOver(ctx context.Context, op replica.Operator) error {
+	res, err := op.WaitHandOver(ctx, shipper.HandOverPause+30*time.Second)
+	var refused *replica.HandOverRefusedError
+	switch {
+	case errors.As(err, &refused):
+		return fmt.Errorf("the primary's hand-over %s did not happen: %s; nothing changed, the primary stays the primary (retry drfs promote, or use --force if it is lost)", refused.ID, refused.Reason)
+	case errors.Is(err, replica.ErrHandOverTimeout):
+		return errors.New("the primary did not hand over in time: if it is lost, run drfs promote --force (it will be fenced if it comes back)")
+	case err != nil:
+		return err
+	}
+	fmt.Printf(`the primary handed over: volume %s is generation %d from seq %d (zero loss)
 bring it up as the primary on this site:
   drfs mount --source %s --state %s MOUNTPOINT
-`, c.volume, h.Generation, h.StartSeq-1, filepath.Join(c.dir, c.volume, "data"), st.PrimaryDir)
-				return nil
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(250 * time.Millisecond):
-		}
-	}
-	return errors.New("the primary did not hand over in time: if it is lost, run drfs promote --force (it will be fenced if it comes back)")
+`, res.Volume, res.Generation, res.Seq, res.Source, res.State)
+	return nil
 }
 
 // failoverCommand: drfs failover --planned --state DIR | --resolve [--force-resume] --state DIR
@@ -164,16 +126,10 @@ func (c *failoverCommand) ParseFlags(args []string) error {
 
 func (c *failoverCommand) Run(ctx context.Context) error {
 	if c.resolve {
-		return c.runResolve()
+		return c.runResolve(ctx)
 	}
-	var r struct {
-		Generation uint64        `json:"generation"`
-		Seq        uint64        `json:"seq"`
-		Pause      time.Duration `json:"pause_ns"`
-		Source     string        `json:"new_primary_source"`
-		State      string        `json:"new_primary_state"`
-	}
-	if err := callControl(c.state, "/failover?timeout="+c.timeout.String(), &r); err != nil {
+	r, err := control.NewClient(c.state).Failover(ctx, c.timeout)
+	if err != nil {
 		return err
 	}
 	fmt.Printf(`planned failover done: guests were paused for %s
@@ -182,21 +138,13 @@ the replica is now the primary of generation %d from seq %d; on the replica site
 this side is demoted: its mount is read-only now. Stop the VMs here, unmount, then make this
 site the new primary's replica (no copy needed):
   drfs reverse --state %s --dir REPLICA-DIR && drfs serve --dir REPLICA-DIR ...
-`, r.Pause.Round(time.Microsecond), r.Generation, r.Seq, r.Source, r.State, c.state)
+`, r.Pause.Round(time.Microsecond), r.Generation, r.Seq, r.NewSource, r.NewState, c.state)
 	return nil
 }
 
-func (c *failoverCommand) runResolve() error {
-	var r struct {
-		Key     string `json:"key"`
-		Outcome string `json:"outcome"`
-		Detail  string `json:"detail"`
-	}
-	path := "/failover-resolve"
-	if c.forceRes {
-		path += "?force=1"
-	}
-	if err := callControl(c.state, path, &r); err != nil {
+func (c *failoverCommand) runResolve(ctx context.Context) error {
+	r, err := control.NewClient(c.state).Resolve(ctx, c.forceRes)
+	if err != nil {
 		return err
 	}
 	switch r.Outcome {
@@ -227,15 +175,16 @@ func (c *reverseCommand) ParseFlags(args []string) error {
 }
 
 func (c *reverseCommand) Run(ctx context.Context) error {
-	if _, err := getStatus(c.state); err == nil {
+	if control.Running(ctx, c.state) {
 		return errors.New("the volume is still mounted here: stop the VMs, stop drfs mount, then reverse")
 	}
+	// The primary side saves what the replica never acknowledged and demotes its state; the
+	// replica side adopts the source as the volume's data.
 	st, err := volume.ReadStatus(c.state)
 	if err != nil {
 		return err
 	}
-	logDir := filepath.Join(c.dir, st.Volume, "state", "diverged")
-	d, err := volume.Diverge(c.state, logDir, "reversed into a replica of the new primary")
+	d, err := volume.Diverge(c.state, replica.Layout{Dir: c.dir, Volume: st.Volume}.Diverged(), "reversed into a replica of the new primary")
 	if err != nil {
 		return err
 	}
@@ -276,7 +225,7 @@ func (c *auditCommand) ParseFlags(args []string) error {
 func (c *auditCommand) Run(ctx context.Context) error {
 	path := filepath.Join(c.state, audit.FileName)
 	if c.dir != "" {
-		path = filepath.Join(c.dir, c.volume, "state", audit.FileName)
+		path = replica.Layout{Dir: c.dir, Volume: c.volume}.Audit()
 	}
 	entries, err := audit.Read(path)
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"drfs/control"
 	"drfs/journal"
 )
 
@@ -55,7 +56,7 @@ type dumpLine struct {
 }
 
 func (c *journalCommand) Run(ctx context.Context) error {
-	if _, err := getStatus(c.state); err == nil {
+	if control.Running(ctx, c.state) {
 		return errors.New("the volume is mounted: stop drfs before dumping its journal")
 	}
 	enc := json.NewEncoder(os.Stdout)

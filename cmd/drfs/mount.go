@@ -6,6 +6,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log"
 	"net"
 	"net/http"
@@ -21,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"drfs/control"
 	drfsfs "drfs/fs"
 	"drfs/internal/netutil"
 	"drfs/internal/units"
@@ -152,7 +154,7 @@ func (c *mountCommand) Run(ctx context.Context) error {
 	}
 	// Everything that answers questions about the volume starts before the mount appears, so
 	// `drfs status` works as soon as the mountpoint does.
-	var servers []*http.Server
+	var servers []io.Closer
 	var ship *shipper.Shipper
 	shipDone := make(chan struct{})
 	shipCtx, stopShip := context.WithCancel(context.Background())
@@ -177,7 +179,7 @@ func (c *mountCommand) Run(ctx context.Context) error {
 		close(shipDone)
 	}
 	mnt, _ := filepath.Abs(c.mountpoint)
-	if ctl, err := serveControl(vol, ship, mnt, logger); err != nil {
+	if ctl, err := control.Listen(vol.StateDir(), &control.Mounted{Volume: vol, Shipper: ship, Mountpoint: mnt}, logger); err != nil {
 		logger.Printf("control socket: %v (drfs status will read the state dir instead)", err)
 	} else {
 		servers = append(servers, ctl)

@@ -5,10 +5,11 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"net/url"
 	"path/filepath"
 
+	"drfs/control"
 	"drfs/internal/audit"
+	"drfs/replica"
 	"drfs/seed"
 )
 
@@ -52,17 +53,14 @@ func (c *seedCommand) Run(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		audit.Append(filepath.Join(c.dir, m.Name, "state", audit.FileName), audit.Entry{Action: "seed-import",
+		audit.Append(replica.Layout{Dir: c.dir, Volume: m.Name}.Audit(), audit.Entry{Action: "seed-import",
 			Volume: m.Name, VolumeID: m.VolumeID, GenBefore: m.Generation, GenAfter: m.Generation, Point: m.Seq, Detail: "from " + c.seedDir}.Who())
 		fmt.Printf("installed volume %s at seq %d (%d files, checked against the manifest) in %s\nstart drfs serve on %s and mount the primary with --replica: only changes made after the export travel\n",
-			m.Name, m.Seq, len(m.Files), filepath.Join(c.dir, m.Name), c.dir)
+			m.Name, m.Seq, len(m.Files), replica.Layout{Dir: c.dir, Volume: m.Name}.Root(), c.dir)
 		return nil
 	}
-	var r struct {
-		Seq   uint64 `json:"seq"`
-		Files int    `json:"files"`
-	}
-	if err := callControl(c.state, "/seed-export?"+url.Values{"dir": {c.seedDir}}.Encode(), &r); err != nil {
+	r, err := control.NewClient(c.state).SeedExport(ctx, c.seedDir)
+	if err != nil {
 		return err
 	}
 	fmt.Printf("exported a consistent copy at seq %d (%d files) to %s\ncarry it to the replica site and run: drfs seed import --dir REPLICA-DIR %s\n", r.Seq, r.Files, c.seedDir, c.seedDir)

@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -142,7 +141,7 @@ func (c *serveCommand) Run(ctx context.Context) error {
 	}()
 	// Local operator commands (promote) reach the volumes through a unix socket in the replica
 	// directory, since this process holds them.
-	sock := filepath.Join(c.dir, serveSocket)
+	sock := replica.Layout{Dir: c.dir}.Socket()
 	os.Remove(sock)
 	if ls, err := serveHTTP("unix", sock, srv.LocalHandler(), logger); err != nil {
 		logger.Printf("local socket %s: %v (drfs promote needs this server stopped)", sock, err)

@@ -7,14 +7,12 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"path/filepath"
-	"sort"
 	"text/tabwriter"
 	"time"
 
+	"drfs/control"
 	"drfs/internal/units"
 	"drfs/replica"
-	"drfs/volume"
 )
 
 type statusCommand struct {
@@ -40,64 +38,68 @@ func (c *statusCommand) Run(ctx context.Context) error {
 	if c.dir != "" {
 		return c.replica()
 	}
-	st, err := c.fetch()
+	st, err := control.ReadStatus(ctx, c.state)
 	if err != nil {
 		return err
 	}
 	if c.json {
 		return printJSON(st)
 	}
-	get := func(k string) any { return st[k] }
-	num := func(k string) float64 { f, _ := st[k].(float64); return f }
+	vs, rs := st.Volume, st.Replication
+	if rs != nil {
+		// The replication's view of the shared fields is the newer one.
+		vs.Generation, vs.AckedSeq, vs.Replica = rs.Generation, rs.AckedSeq, rs.Replica
+		if rs.LastError != "" {
+			vs.LastError = rs.LastError
+		}
+	}
 	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
 	row := func(k string, v any) { fmt.Fprintf(tw, "%s\t%v\n", k, v) }
-	row("volume", fmt.Sprintf("%v (%v)", get("volume"), get("volume_id")))
-	row("role", fmt.Sprintf("%v, generation %.0f", get("role"), num("generation")))
-	if m, _ := st["mounted"].(bool); m {
-		row("mounted", fmt.Sprintf("yes, on %v", get("mountpoint")))
+	row("volume", fmt.Sprintf("%v (%v)", vs.Volume, vs.VolumeID))
+	row("role", fmt.Sprintf("%v, generation %d", vs.Role, vs.Generation))
+	if vs.Mounted {
+		row("mounted", fmt.Sprintf("yes, on %v", vs.Mountpoint))
 	} else {
 		row("mounted", "no")
 	}
-	row("source", get("source"))
-	row("journal", fmt.Sprintf("seq %.0f..%.0f, %s, durable to %.0f", num("journal_first_seq"), num("journal_seq"), units.Bytes(int64(num("journal_bytes"))), num("durable_seq")))
-	row("checkpoint", fmt.Sprintf("seq %.0f", num("checkpoint_seq")))
-	if clean, _ := st["clean"].(bool); clean {
+	row("source", vs.Source)
+	row("journal", fmt.Sprintf("seq %d..%d, %s, durable to %d", vs.JournalFirstSeq, vs.JournalSeq, units.Bytes(vs.JournalBytes), vs.DurableSeq))
+	row("checkpoint", fmt.Sprintf("seq %d", vs.CheckpointSeq))
+	if vs.Clean {
 		row("last stop", "clean")
 	} else {
 		row("last stop", "NOT clean (journal replayed at mount, hot regions marked for resync)")
 	}
-	if r, ok := st["replica"]; ok && st["schedule"] == nil {
-		row("replica", fmt.Sprintf("%v (not shipping: the volume is not mounted; acked seq %.0f)", r, num("acked_seq")))
-	} else if ok {
-		row("replica", fmt.Sprintf("%v (%v)", r, get("schedule")))
-		row("replication", fmt.Sprintf("%v, acked seq %.0f, lag %.3fs, %s pending", get("replication_state"), num("acked_seq"), num("lag_seconds"), units.Bytes(int64(num("pending_bytes")))))
-		if t := num("rpo_target_seconds"); t > 0 {
-			row("rpo", fmt.Sprintf("target %gs, %.0f violations", t, num("rpo_violations")))
+	switch {
+	case rs == nil && vs.Replica != "":
+		row("replica", fmt.Sprintf("%v (not shipping: the volume is not mounted; acked seq %d)", vs.Replica, vs.AckedSeq))
+	case rs != nil:
+		row("replica", fmt.Sprintf("%v (%v)", rs.Replica, rs.Schedule))
+		row("replication", fmt.Sprintf("%v, acked seq %d, lag %.3fs, %s pending", rs.State, rs.AckedSeq, rs.LagSeconds, units.Bytes(rs.PendingBytes)))
+		if t := rs.RPOTargetSeconds; t > 0 {
+			row("rpo", fmt.Sprintf("target %gs, %d violations", t, rs.RPOViolations))
 		}
-		if tot := num("sync_total_bytes"); tot > 0 && num("sync_done_bytes") < tot {
-			row("sync", fmt.Sprintf("%s of %s compared", units.Bytes(int64(num("sync_done_bytes"))), units.Bytes(int64(tot))))
+		if tot := rs.SyncTotalBytes; tot > 0 && rs.SyncDoneBytes < tot {
+			row("sync", fmt.Sprintf("%s of %s compared", units.Bytes(rs.SyncDoneBytes), units.Bytes(tot)))
 		}
-	} else {
+	default:
 		row("replica", "none (mount with --replica to replicate)")
 	}
-	resync, _ := st["resync"].([]any)
-	row("resync", fmt.Sprintf("%d extents pending", len(resync)))
-	if e, _ := st["last_error"].(string); e != "" {
-		row("last error", e)
+	row("resync", fmt.Sprintf("%d extents pending", len(vs.Resync)))
+	if vs.LastError != "" {
+		row("last error", vs.LastError)
 	}
 	tw.Flush()
-	for i, x := range resync {
+	for i, e := range vs.Resync {
 		if i == 10 {
-			fmt.Printf("  ... and %d more (see --json)\n", len(resync)-10)
+			fmt.Printf("  ... and %d more (see --json)\n", len(vs.Resync)-10)
 			break
 		}
-		e, _ := x.(map[string]any)
 		what := "whole"
-		if l, _ := e["len"].(float64); l >= 0 {
-			off, _ := e["off"].(float64)
-			what = fmt.Sprintf("%s at %s", units.Bytes(int64(l)), units.Bytes(int64(off)))
+		if e.Len >= 0 {
+			what = fmt.Sprintf("%s at %s", units.Bytes(e.Len), units.Bytes(e.Off))
 		}
-		fmt.Printf("  %v: %s (%v)\n", e["path"], what, e["reason"])
+		fmt.Printf("  %v: %s (%v)\n", e.Path, what, e.Reason)
 	}
 	return nil
 }
@@ -108,77 +110,11 @@ func printJSON(v any) error {
 	return enc.Encode(v)
 }
 
-// fetch asks a running drfs over its control socket, or reads the state directory.
-func (c *statusCommand) fetch() (map[string]any, error) {
-	var st map[string]any
-	resp, err := getStatus(c.state)
-	if err == nil {
-		defer resp.Body.Close()
-		if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
-			return nil, fmt.Errorf("read status from the running drfs: %w", err)
-		}
-		return st, nil
-	}
-	vs, err := volume.ReadStatus(c.state)
-	if errors.Is(err, volume.ErrLocked) {
-		return nil, fmt.Errorf("drfs is running on %s but its control socket does not answer: %w", c.state, err)
-	}
-	if err != nil {
-		return nil, err
-	}
-	return statusMap(vs, nil), nil
-}
-
-// replicaStatus is one volume of `drfs status --dir`.
-type replicaStatus struct {
-	Volume         string    `json:"volume"`
-	VolumeID       string    `json:"volume_id"`
-	Role           string    `json:"role"`
-	Generation     uint64    `json:"generation"`
-	AppliedSeq     uint64    `json:"applied_seq"`
-	LagSeconds     float64   `json:"lag_seconds"` // age of the newest applied change log
-	AppliedAt      time.Time `json:"applied_at"`
-	Consistent     bool      `json:"consistent"`
-	Points         int       `json:"recovery_points"`
-	OldestPointSeq uint64    `json:"oldest_point_seq"`
-	DataDir        string    `json:"data_dir"`
-	PendingBytes   int64     `json:"pending_bytes"`
-	LastError      string    `json:"last_error"`
-}
-
 func (c *statusCommand) replica() error {
-	ents, err := os.ReadDir(c.dir)
+	out, err := replica.DirStatus(c.dir, time.Now())
 	if err != nil {
 		return err
 	}
-	var out []replicaStatus
-	for _, e := range ents {
-		if !e.IsDir() {
-			continue
-		}
-		st, err := replica.ReadState(c.dir, e.Name())
-		if errors.Is(err, os.ErrNotExist) {
-			continue // not a volume directory
-		}
-		if err != nil {
-			return fmt.Errorf("volume %s: %w", e.Name(), err)
-		}
-		role := st.Role
-		if role == "" {
-			role = "replica"
-		}
-		rs := replicaStatus{Volume: e.Name(), VolumeID: st.VolumeID, Role: string(role), Generation: st.Generation,
-			AppliedSeq: st.Applied, AppliedAt: st.AppliedAt, Consistent: st.Consistent, Points: len(st.Points),
-			DataDir: filepath.Join(c.dir, e.Name(), "data"), LastError: st.LastError}
-		if !st.AppliedCreated.IsZero() {
-			rs.LagSeconds = time.Since(st.AppliedCreated).Seconds()
-		}
-		if len(st.Points) > 0 {
-			rs.OldestPointSeq = st.Points[0].From - 1
-		}
-		out = append(out, rs)
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Volume < out[j].Volume })
 	if c.json {
 		return printJSON(out)
 	}

@@ -5,8 +5,9 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"net/url"
 	"time"
+
+	"drfs/control"
 )
 
 type syncCommand struct {
@@ -30,12 +31,10 @@ func (c *syncCommand) ParseFlags(args []string) error {
 // Run ships everything journaled so far and waits for the replica's acknowledgement.
 func (c *syncCommand) Run(ctx context.Context) error {
 	t0 := time.Now()
-	var r struct {
-		Acked uint64 `json:"acked_seq"`
-	}
-	if err := callControl(c.state, "/sync?"+url.Values{"timeout": {c.timeout.String()}}.Encode(), &r); err != nil {
+	r, err := control.NewClient(c.state).Sync(ctx, c.timeout)
+	if err != nil {
 		return err
 	}
-	fmt.Printf("replica acknowledged seq %d (%s)\n", r.Acked, time.Since(t0).Round(time.Millisecond))
+	fmt.Printf("replica acknowledged seq %d (%s)\n", r.AckedSeq, time.Since(t0).Round(time.Millisecond))
 	return nil
 }

@@ -8,8 +8,8 @@ import (
 	"os"
 	"time"
 
+	"drfs/control"
 	"drfs/internal/units"
-	"drfs/shipper"
 )
 
 type verifyCommand struct {
@@ -31,8 +31,8 @@ func (c *verifyCommand) ParseFlags(args []string) error {
 }
 
 func (c *verifyCommand) Run(ctx context.Context) error {
-	var r shipper.VerifyResult
-	if err := callControl(c.state, "/verify", &r); err != nil {
+	r, err := control.NewClient(c.state).Verify(ctx)
+	if err != nil {
 		return err
 	}
 	if c.json {

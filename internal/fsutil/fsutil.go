@@ -2,6 +2,7 @@
 package fsutil
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -68,4 +69,22 @@ func OpenBeneath(dirfd int, p string, flags int, mode uint32) (int, error) {
 		}
 		return fd, err
 	}
+}
+
+// Locked reports whether another process holds an flock(2) on the file at path (a state
+// directory's LOCK while its volume is open). A missing file is not locked.
+func Locked(path string) (bool, error) {
+	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	defer f.Close()
+	err = unix.Flock(int(f.Fd()), unix.LOCK_SH|unix.LOCK_NB)
+	if errors.Is(err, unix.EWOULDBLOCK) {
+		return true, nil
+	}
+	return false, err
 }

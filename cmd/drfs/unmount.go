@@ -1,0 +1,19 @@
+package main
+
+import (
+	"log"
+	"path/filepath"
+
+	"golang.org/x/sys/unix"
+)
+
+// remountReadOnly makes the kernel refuse writes to mnt before they reach drfs (a demoted
+// volume refuses them anyway, with EROFS).
+func remountReadOnly(mnt string, logger *log.Logger) {
+	mnt, _ = filepath.Abs(mnt)
+	if err := unix.Mount(mnt, mnt, "", unix.MS_REMOUNT|unix.MS_RDONLY, ""); err != nil {
+		logger.Printf("remount %s read-only: %v (writes still fail with EROFS in drfs)", mnt, err)
+	}
+}
+
+func lazyUnmount(mnt string) error { return unix.Unmount(mnt, unix.MNT_DETACH) }
