@@ -42,8 +42,10 @@ torture:
 	DRFS_TORTURE_DURATION=$(TORTURE_DURATION) DRFS_TORTURE_ROUNDS=$(TORTURE_ROUNDS) DRFS_TORTURE_SEED=$(TORTURE_SEED) \
 		$(GO) test -count=1 -timeout 2h -run '^(TestTorture|TestFault_FullDisk)$$' -v ./e2e/
 
-demo:
-	bash scripts/demo.sh
+# Installs what it needs first (scripts/deps.sh demo: quiet when all is there).
+demo: drfs
+	bash scripts/deps.sh demo
+	DRFS=$(BIN)/drfs bash scripts/demo.sh
 
 bench:
 	bash bench/run.sh
