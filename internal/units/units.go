@@ -2,7 +2,9 @@
 package units
 
 import (
+	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 )
@@ -42,8 +44,12 @@ func ParseBytes(s string) (int64, error) {
 		num = s[:len(s)-1]
 	}
 	n, err := strconv.ParseInt(num, 10, 64)
-	if err != nil || n < 0 {
+	if (err != nil && !errors.Is(err, strconv.ErrRange)) || n < 0 {
 		return 0, fmt.Errorf("%q is not a size (e.g. 512M, 10G)", s)
+	}
+	// ParseInt saturates at MaxInt64 on ErrRange; the multiplication must not wrap either.
+	if err != nil || n > math.MaxInt64/mult {
+		return 0, fmt.Errorf("%q is too large (at most 8388607T)", s)
 	}
 	return n * mult, nil
 }
