@@ -76,6 +76,9 @@ func Export(vol *volume.Volume, dir string) (Manifest, error) {
 	if err := copyInto(vol.Source(), rv.DataDir()); err != nil {
 		return m, fmt.Errorf("copy the volume: %w", err)
 	}
+	if testHookCopied != nil {
+		testHookCopied()
+	}
 	end := vol.Barrier()
 	if err := rv.SyncComplete(vol.ID(), m.Generation, uint64(start), uint64(end), true); err != nil {
 		return m, err
@@ -113,6 +116,10 @@ func Export(vol *volume.Volume, dir string) (Manifest, error) {
 	}
 	return m, fsutil.SyncDir(dir)
 }
+
+// testHookCopied, when set, runs between the fuzzy copy and the closing barrier, where a test
+// writes to the volume to get records into the tail deterministically.
+var testHookCopied func()
 
 // copyInto copies the entries of src into the existing directory dst.
 func copyInto(src, dst string) error {
