@@ -124,13 +124,11 @@ func alreadyReflected(op journal.Op, err error) bool {
 }
 
 func describe(op journal.Op) string {
-	switch o := op.(type) {
-	case journal.OpWrite:
+	if o, ok := op.(journal.OpWrite); ok {
 		return fmt.Sprintf("write %s @%d+%d", o.Path, o.Off, len(o.Data))
-	case journal.OpRename:
-		return fmt.Sprintf("rename %s -> %s", o.OldPath, o.NewPath)
-	case journal.OpLink:
-		return fmt.Sprintf("link %s -> %s", o.OldPath, o.NewPath)
+	}
+	if p := op.Paths(); len(p) == 2 { // link, rename
+		return fmt.Sprintf("%s %s -> %s", op.Type(), p[0], p[1])
 	}
 	return fmt.Sprintf("%s %s", op.Type(), journal.OpPath(op))
 }
@@ -168,10 +166,7 @@ func (a *applier) undoFor(op journal.Op) error {
 		}
 		return a.u.add(undoEntry{kind: undoSize, path: o.Path, size: st.Size})
 	case journal.OpCreate, journal.OpMkdir, journal.OpMknod, journal.OpSymlink, journal.OpLink:
-		p := journal.OpPath(op)
-		if l, ok := op.(journal.OpLink); ok {
-			p = l.NewPath // the object this op creates
-		}
+		p := op.Object() // the object this op creates (a link's new name)
 		if a.t.exists(p) {
 			return nil // an idempotent re-create of an object the log did not make
 		}
