@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"reflect"
 	"sync"
 
 	"github.com/klauspost/compress/zstd"
@@ -131,16 +132,17 @@ func payload(op journal.Op) ([]byte, int, error) {
 		return p, len(p) + len(o.Data), nil
 	case journal.OpHot:
 		return nil, 0, errors.New("hot op in a change log")
-	case journal.OpTruncate, journal.OpFallocate, journal.OpCreate, journal.OpMkdir,
-		journal.OpMknod, journal.OpSymlink, journal.OpLink, journal.OpUnlink, journal.OpRmdir,
-		journal.OpRename, journal.OpSetattr, journal.OpSetxattr, journal.OpRemovexattr:
+	default:
+		// Ops are value types: a pointer to one would encode, but decode as the value.
+		if t := reflect.TypeOf(op); t == nil || t.Kind() != reflect.Struct {
+			return nil, 0, fmt.Errorf("unsupported op type %T", op)
+		}
 		p := journal.EncodeOp(op)
 		if _, err := journal.DecodeOp(op.Type(), p); err != nil {
 			return nil, 0, err
 		}
 		return p, len(p), nil
 	}
-	return nil, 0, fmt.Errorf("unsupported op type %T", op)
 }
 
 func uvarintLen(v uint64) int {
