@@ -65,38 +65,36 @@ func (c *journalCommand) Run(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("seq %d: %w", r.Seq, err)
 		}
-		l := dumpLine{Seq: uint64(r.Seq), Type: r.Type.String()}
+		l := dumpLine{Seq: uint64(r.Seq), Type: r.Type.String(), Ino: op.Inode()}
+		if p := op.Paths(); len(p) > 0 {
+			l.Path = p[0]
+			if len(p) > 1 {
+				l.NewPath = p[1] // link, rename
+			}
+		}
 		switch o := op.(type) {
 		case journal.OpWrite:
-			l.Path, l.Ino, l.Off, l.Len = o.Path, o.Ino, o.Off, int64(len(o.Data))
+			l.Off, l.Len = o.Off, int64(len(o.Data))
 		case journal.OpTruncate:
-			l.Path, l.Ino, l.Size = o.Path, o.Ino, o.Size
+			l.Size = o.Size
 		case journal.OpFallocate:
-			l.Path, l.Ino, l.Off, l.Len, l.Mode = o.Path, o.Ino, o.Off, o.Len, o.Mode
+			l.Off, l.Len, l.Mode = o.Off, o.Len, o.Mode
 		case journal.OpCreate:
-			l.Path, l.Ino, l.Mode = o.Path, o.Ino, o.Mode
+			l.Mode = o.Mode
 		case journal.OpMkdir:
-			l.Path, l.Ino, l.Mode = o.Path, o.Ino, o.Mode
+			l.Mode = o.Mode
 		case journal.OpMknod:
-			l.Path, l.Ino, l.Mode = o.Path, o.Ino, o.Mode
+			l.Mode = o.Mode
 		case journal.OpSymlink:
-			l.Path, l.Ino, l.Name = o.Path, o.Ino, o.Target
-		case journal.OpLink:
-			l.Path, l.NewPath, l.Ino = o.OldPath, o.NewPath, o.Ino
-		case journal.OpUnlink:
-			l.Path, l.Ino = o.Path, o.Ino
-		case journal.OpRmdir:
-			l.Path, l.Ino = o.Path, o.Ino
-		case journal.OpRename:
-			l.Path, l.NewPath, l.Ino = o.OldPath, o.NewPath, o.Ino
+			l.Name = o.Target
 		case journal.OpSetattr:
-			l.Path, l.Ino, l.Mode = o.Path, o.Ino, o.Mode
+			l.Mode = o.Mode
 		case journal.OpSetxattr:
-			l.Path, l.Ino, l.Name = o.Path, o.Ino, o.Name
+			l.Name = o.Name
 		case journal.OpRemovexattr:
-			l.Path, l.Ino, l.Name = o.Path, o.Ino, o.Name
+			l.Name = o.Name
 		case journal.OpHot:
-			l.Ino, l.Region = o.Ino, o.Region
+			l.Region = o.Region
 		}
 		return enc.Encode(l)
 	})
