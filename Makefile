@@ -49,6 +49,7 @@ demo: drfs
 
 bench:
 	bash bench/run.sh
+	bash bench/namespace.sh
 
 check: fmt vet staticcheck
 
