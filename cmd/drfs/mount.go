@@ -131,7 +131,7 @@ func (c *mountCommand) Run(ctx context.Context) error {
 	}
 	vol, err := volume.Open(volume.Config{
 		Source: c.source, State: c.state, Mountpoint: c.mountpoint, Name: c.name,
-		CheckpointInterval: c.checkpoint, SegmentSize: seg, Logf: logger.Printf,
+		CheckpointInterval: c.checkpoint, SegmentSize: seg, Logger: newLogger(os.Stderr, "text"),
 		SkipUnreplayable: c.skipUnreplayable,
 	})
 	if err != nil {
