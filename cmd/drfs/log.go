@@ -8,6 +8,7 @@ import (
 	"io"
 	"log"
 	"log/slog"
+	"os"
 	"sync"
 )
 
@@ -27,8 +28,12 @@ func newLogger(w io.Writer, format string) *slog.Logger {
 	if format == "json" {
 		return slog.New(slog.NewJSONHandler(w, nil))
 	}
-	return slog.New(newLineHandler(w, "drfs: "))
+	return slog.New(newLineHandler(w, "drfs: ", true))
 }
+
+// commandLogger returns the logger of a one-shot command: "drfs: message key=value" lines on
+// stderr, without the time.
+func commandLogger() *slog.Logger { return slog.New(newLineHandler(os.Stderr, "drfs: ", false)) }
 
 // errorLog adapts l for the standard library's servers (http.Server.ErrorLog).
 func errorLog(l *slog.Logger) *log.Logger { return slog.NewLogLogger(l.Handler(), slog.LevelWarn) }
@@ -37,7 +42,7 @@ func errorLog(l *slog.Logger) *log.Logger { return slog.NewLogLogger(l.Handler()
 //
 //	drfs: 2006/01/02 15:04:05 message key=value key="quoted value"
 //
-// with the level shown only when it is not INFO. The attributes are formatted by a
+// with the level shown only when it is not INFO (and the time only when stamp is set). The attributes are formatted by a
 // slog.TextHandler (quoting, groups, WithAttrs) with its time, level and msg dropped.
 type lineHandler struct {
 	mu     *sync.Mutex
@@ -45,9 +50,10 @@ type lineHandler struct {
 	attrs  slog.Handler
 	w      io.Writer
 	prefix string
+	stamp  bool
 }
 
-func newLineHandler(w io.Writer, prefix string) *lineHandler {
+func newLineHandler(w io.Writer, prefix string, stamp bool) *lineHandler {
 	buf := new(bytes.Buffer)
 	drop := func(groups []string, a slog.Attr) slog.Attr {
 		if len(groups) == 0 && (a.Key == slog.TimeKey || a.Key == slog.LevelKey || a.Key == slog.MessageKey) {
@@ -55,7 +61,7 @@ func newLineHandler(w io.Writer, prefix string) *lineHandler {
 		}
 		return a
 	}
-	return &lineHandler{mu: new(sync.Mutex), buf: buf, w: w, prefix: prefix,
+	return &lineHandler{mu: new(sync.Mutex), buf: buf, w: w, prefix: prefix, stamp: stamp,
 		attrs: slog.NewTextHandler(buf, &slog.HandlerOptions{ReplaceAttr: drop})}
 }
 
@@ -71,7 +77,7 @@ func (h *lineHandler) Handle(ctx context.Context, r slog.Record) error {
 	attrs := bytes.TrimSuffix(h.buf.Bytes(), []byte("\n"))
 	line := make([]byte, 0, len(h.prefix)+20+len(r.Message)+1+len(attrs)+1)
 	line = append(line, h.prefix...)
-	if !r.Time.IsZero() {
+	if h.stamp && !r.Time.IsZero() {
 		line = r.Time.AppendFormat(line, "2006/01/02 15:04:05 ")
 	}
 	if r.Level != slog.LevelInfo {
