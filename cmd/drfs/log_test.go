@@ -55,3 +55,12 @@ func TestJSONLogger(t *testing.T) {
 		t.Errorf("json line %s", out.String())
 	}
 }
+
+// One-shot commands print the message without the time.
+func TestLineHandler_NoStamp(t *testing.T) {
+	var out bytes.Buffer
+	slog.New(newLineHandler(&out, "drfs: ", false)).Info("linked it", "link", "/r/v/data")
+	if got, want := out.String(), "drfs: linked it link=/r/v/data\n"; got != want {
+		t.Errorf("got %q, want %q", got, want)
+	}
+}

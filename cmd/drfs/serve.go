@@ -131,7 +131,7 @@ func (c *serveCommand) Run(ctx context.Context) error {
 			ln.Close()
 			return err
 		}
-		logger.Info("serving as", "identity", id.String())
+		logger.Info("serving as", "role", id.Role, "site", id.Site)
 	}
 	errc := make(chan error, 1)
 	go func() {
