@@ -253,7 +253,7 @@ func (c *mountCommand) Run(ctx context.Context) error {
 	if err := vol.Close(); err != nil {
 		return fmt.Errorf("close volume: %w", err)
 	}
-	logger.Info("stopped cleanly at checkpoint seq", "seq", vol.CheckpointSeq())
+	logger.Info("stopped cleanly at the checkpoint", "seq", vol.CheckpointSeq())
 	return nil
 }
 
