@@ -4,13 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"log"
 	"os"
 	"reflect"
 	"strings"
 	"testing"
 	"time"
 
+	"drfs/internal/logtest"
 	"drfs/shipper"
 	"drfs/volume"
 )
@@ -62,7 +62,7 @@ func (f *fakeService) SeedExport(ctx context.Context, dir string) (SeedExportRes
 func mustServe(t *testing.T, svc Service) string {
 	t.Helper()
 	state := t.TempDir()
-	srv, err := Listen(state, svc, log.New(os.Stderr, "control: ", 0))
+	srv, err := Listen(state, svc, logtest.Logger(t))
 	if err != nil {
 		t.Fatal(err)
 	}

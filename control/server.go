@@ -4,12 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"log"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"time"
 
+	"drfs/internal/logging"
 	"drfs/shipper"
 )
 
@@ -109,7 +110,8 @@ type Server struct {
 // Listen serves svc on the control socket of state directory state, which the caller holds
 // (its lock): a socket left by an unclean stop is replaced. Only the socket's owner may
 // connect.
-func Listen(state string, svc Service, logger *log.Logger) (*Server, error) {
+func Listen(state string, svc Service, logger *slog.Logger) (*Server, error) {
+	logger = logging.OrDiscard(logger)
 	path := SocketPath(state)
 	os.Remove(path)
 	ln, err := net.Listen("unix", path)
@@ -120,10 +122,10 @@ func Listen(state string, svc Service, logger *log.Logger) (*Server, error) {
 		ln.Close()
 		return nil, err
 	}
-	hs := &http.Server{Handler: Handler(svc), ReadHeaderTimeout: 5 * time.Second, ErrorLog: logger}
+	hs := &http.Server{Handler: Handler(svc), ReadHeaderTimeout: 5 * time.Second, ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn)}
 	go func() {
 		if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			logger.Printf("control socket %s: %v", path, err)
+			logger.Warn("control socket", "path", path, logging.Err(err))
 		}
 	}()
 	return &Server{hs: hs}, nil

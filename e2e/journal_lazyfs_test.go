@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"drfs/internal/logtest"
 	"drfs/journal"
 )
 
@@ -26,7 +27,7 @@ func TestJournal_PowerLossKeepsSyncedRecords(t *testing.T) {
 	}
 	var synced journal.Seq
 	for round := range rounds {
-		j, err := journal.Open(dir, journal.Options{SegmentSize: 1 << 20, Logf: t.Logf})
+		j, err := journal.Open(dir, journal.Options{SegmentSize: 1 << 20, Logger: logtest.Logger(t)})
 		if err != nil {
 			t.Fatalf("round %d: open: %v", round, err)
 		}

@@ -14,6 +14,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
 
+	"drfs/internal/logtest"
 	"drfs/journal"
 	"drfs/volume"
 )
@@ -79,7 +80,7 @@ func newTestTree(t *testing.T) *testTree {
 	if err := os.Mkdir(src, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	vol, err := volume.Open(volume.Config{Source: src, State: filepath.Join(d, "state"), CheckpointInterval: -1, SegmentSize: 1 << 20, Logf: t.Logf})
+	vol, err := volume.Open(volume.Config{Source: src, State: filepath.Join(d, "state"), CheckpointInterval: -1, SegmentSize: 1 << 20, Logger: logtest.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"sync"
@@ -16,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"drfs/internal/fsutil"
+	"drfs/internal/logging"
 )
 
 // Seq is a record sequence number. The first record of a journal is 1.
@@ -32,8 +34,8 @@ type Options struct {
 	// SegmentSize is the size of a preallocated segment file (default
 	// 64 MiB). A record larger than a segment gets a segment sized to fit.
 	SegmentSize int64
-	// Logf, if set, receives recovery and background-error messages.
-	Logf func(format string, args ...any)
+	// Logger receives recovery and background-error messages; nil discards them.
+	Logger *slog.Logger
 	// MetricLabels are constant labels added to every metric (for example
 	// the volume name when one process serves several volumes).
 	MetricLabels prometheus.Labels
@@ -71,7 +73,7 @@ type Journal struct {
 	dir      string
 	segSize  int64
 	firstSeq Seq // Options.FirstSeq
-	logf     func(string, ...any)
+	log      *slog.Logger
 	rec      RecoveryInfo
 
 	// mu orders appends: it assigns seqs and reserves byte ranges, nothing
@@ -126,15 +128,12 @@ func Open(dir string, opts Options) (*Journal, error) {
 		dir:       dir,
 		segSize:   size,
 		firstSeq:  opts.FirstSeq,
-		logf:      opts.Logf,
+		log:       logging.OrDiscard(opts.Logger),
 		done:      make(map[Seq]struct{}),
 		syncKick:  make(chan struct{}, 1),
 		allocKick: make(chan struct{}, 1),
 		spare:     make(chan allocResult, 1),
 		stop:      make(chan struct{}),
-	}
-	if j.logf == nil {
-		j.logf = func(string, ...any) {}
 	}
 	j.pubCond.L = &j.pubMu
 	j.durCond.L = &j.pubMu
@@ -249,7 +248,7 @@ func (j *Journal) failAppend(seq Seq, err error) {
 	j.pubMu.Lock()
 	if j.syncErr == nil {
 		j.syncErr = fmt.Errorf("journal write of seq %d failed: %w", seq, err)
-		j.logf("journal: %v", j.syncErr)
+		j.log.Error("journal: write failed", "seq", seq, logging.Err(err))
 	}
 	j.pubCond.Broadcast()
 	j.durCond.Broadcast()
@@ -388,7 +387,7 @@ func (j *Journal) allocLoop() {
 		if err != nil {
 			// The appender that needs a segment retries synchronously and
 			// returns its error (ENOSPC) to its caller.
-			j.logf("journal: preallocate next segment: %v", err)
+			j.log.Warn("journal: preallocate next segment", logging.Err(err))
 		}
 		// spare is empty (only this goroutine fills it), so this never
 		// blocks; a roller waiting on allocBusy receives it.
@@ -463,7 +462,7 @@ func (j *Journal) flushOnce(force bool) {
 	j.pubMu.Lock()
 	if err != nil {
 		j.syncErr = fmt.Errorf("sync journal: %w", err)
-		j.logf("journal: %v", j.syncErr)
+		j.log.Error("journal: sync failed", logging.Err(err))
 	} else {
 		j.durable = pub
 		j.durA.Store(uint64(pub))

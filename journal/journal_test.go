@@ -3,6 +3,7 @@ package journal
 import (
 	"bufio"
 	"bytes"
+	"drfs/internal/logtest"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -27,8 +28,8 @@ func MustOpenJournal(tb testing.TB, dir string, opts Options) *Journal {
 	if dir == "" {
 		dir = tb.TempDir()
 	}
-	if opts.Logf == nil {
-		opts.Logf = tb.Logf
+	if opts.Logger == nil {
+		opts.Logger = logtest.Logger(tb)
 	}
 	j, err := Open(dir, opts)
 	if err != nil {
@@ -89,7 +90,7 @@ func checkRecords(tb testing.TB, recs []Record, from, to Seq, max int) {
 
 func TestJournal_AppendReadReopen(t *testing.T) {
 	dir := t.TempDir()
-	j, err := Open(dir, Options{SegmentSize: 8 << 10, Logf: t.Logf})
+	j, err := Open(dir, Options{SegmentSize: 8 << 10, Logger: logtest.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -405,7 +406,7 @@ func TestJournal_ENOSPC(t *testing.T) {
 	}
 	t.Cleanup(func() { unix.Unmount(mnt, unix.MNT_DETACH) })
 	dir := filepath.Join(mnt, "j")
-	j, err := Open(dir, Options{SegmentSize: 64 << 10, Logf: t.Logf})
+	j, err := Open(dir, Options{SegmentSize: 64 << 10, Logger: logtest.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -492,7 +493,7 @@ func TestJournal_Kill9(t *testing.T) {
 		if len(acked) == 0 {
 			t.Fatal("child acknowledged nothing")
 		}
-		j, err := Open(dir, Options{SegmentSize: 32 << 10, Logf: t.Logf})
+		j, err := Open(dir, Options{SegmentSize: 32 << 10, Logger: logtest.Logger(t)})
 		if err != nil {
 			t.Fatalf("Open after kill -9: %v", err)
 		}

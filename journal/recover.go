@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"drfs/internal/fsutil"
+	"drfs/internal/logging"
 )
 
 // recover scans every segment, repairs the tail and leaves j ready to append:
@@ -50,7 +51,7 @@ func (j *Journal) recover() error {
 			if isLast && errors.Is(err, errEmptySegment) {
 				// Installed by a rollover whose header never reached the
 				// disk (power loss): it cannot hold acknowledged records.
-				j.logf("journal: removing empty segment %s", name)
+				j.log.Info("journal: removing empty segment", "segment", name)
 				if err := os.Remove(filepath.Join(j.dir, name)); err != nil {
 					return fmt.Errorf("remove %s: %w", name, err)
 				}
@@ -84,13 +85,13 @@ func (j *Journal) recover() error {
 			}
 			return fmt.Errorf("segment %s: %w", name, res.err)
 		}
-		j.logf("journal: segment %s: cutting %d bytes at offset %d: %v", name, res.garbageEnd-res.end, res.end, res.err)
+		j.log.Warn("journal: cutting a bad tail", "segment", name, "bytes", res.garbageEnd-res.end, "offset", res.end, logging.Err(res.err))
 		if err := j.cut(s, res.end, res.garbageEnd); err != nil {
 			return err
 		}
 		if tornBeforeLast {
 			lname := segName(firsts[i+1])
-			j.logf("journal: segment %s: moving unacknowledged segment %s aside", name, lname)
+			j.log.Warn("journal: moving unacknowledged segment aside", "segment", name, "moved", lname)
 			if err := j.moveBroken(lname); err != nil {
 				return err
 			}

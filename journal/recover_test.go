@@ -1,6 +1,7 @@
 package journal
 
 import (
+	"drfs/internal/logtest"
 	"encoding/binary"
 	"errors"
 	"flag"
@@ -303,7 +304,7 @@ func TestJournal_RecoverGolden(t *testing.T) {
 
 			dir := t.TempDir()
 			copyDir(t, src, dir)
-			j, err := Open(dir, Options{SegmentSize: goldenSegSize, Logf: t.Logf})
+			j, err := Open(dir, Options{SegmentSize: goldenSegSize, Logger: logtest.Logger(t)})
 			if tc.wantOpen != nil {
 				if !errors.Is(err, tc.wantOpen) {
 					t.Fatalf("Open = %v, want %v", err, tc.wantOpen)
@@ -340,7 +341,7 @@ func TestJournal_RecoverGolden(t *testing.T) {
 			if err := j.Close(); err != nil {
 				t.Fatal(err)
 			}
-			j2, err := Open(dir, Options{SegmentSize: goldenSegSize, Logf: t.Logf})
+			j2, err := Open(dir, Options{SegmentSize: goldenSegSize, Logger: logtest.Logger(t)})
 			if err != nil {
 				t.Fatalf("reopen after repair: %v", err)
 			}

@@ -3,10 +3,12 @@ package replica
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"syscall"
 	"time"
 
+	"drfs/internal/logging"
 	"drfs/wire"
 )
 
@@ -24,7 +26,8 @@ type Adoption struct {
 // Adopt makes the old primary described by d a replica volume under dir: its source becomes
 // DIR/V/data (moved there, or linked when it is on another filesystem), and its state records
 // the common seq and the diverged extents that the new primary will compare and overwrite.
-func Adopt(dir string, d Adoption, logf func(string, ...any)) (string, error) {
+func Adopt(dir string, d Adoption, logger *slog.Logger) (string, error) {
+	logger = logging.OrDiscard(logger)
 	l := Layout{dir, d.Name}
 	vdir := l.Root()
 	if _, err := os.Stat(l.StateFile()); err == nil {
@@ -45,9 +48,9 @@ func Adopt(dir string, d Adoption, logf func(string, ...any)) (string, error) {
 		if err := os.Symlink(d.Source, data); err != nil {
 			return "", err
 		}
-		logf("%s is on another filesystem than %s: linked it as %s", d.Source, dir, data)
+		logger.Info("the old source is on another filesystem than the replica directory: linked it", "volume", d.Name, "source", d.Source, "dir", dir, "link", data)
 	}
-	v, err := OpenVolume(dir, d.Name, Options{Logf: logf})
+	v, err := OpenVolume(dir, d.Name, Options{Logger: logger})
 	if err != nil {
 		return "", err
 	}

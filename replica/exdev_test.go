@@ -7,6 +7,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"drfs/internal/logtest"
 	"drfs/journal"
 )
 
@@ -34,10 +35,10 @@ func TestReplica_AdoptedSourceOnAnotherFilesystem(t *testing.T) {
 	os.Mkdir(filepath.Join(src, "empty"), 0o755)
 
 	d := Adoption{ID: "vol-1", Name: "vol", Source: src, Generation: 1, Acked: 10}
-	if _, err := Adopt(dir, d, t.Logf); err != nil {
+	if _, err := Adopt(dir, d, logtest.Logger(t)); err != nil {
 		t.Fatalf("Adopt: %v", err)
 	}
-	v, err := OpenVolume(dir, "vol", Options{PreparePrimary: prepareStub, KeepPoints: 100, Logf: t.Logf})
+	v, err := OpenVolume(dir, "vol", Options{PreparePrimary: prepareStub, KeepPoints: 100, Logger: logtest.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"time"
@@ -17,8 +18,8 @@ import (
 // runs, on the volume directly. A host daemon and the drfs command share it.
 type Operator struct {
 	Layout
-	// Logf receives progress of work done on the volume directly; nil discards it.
-	Logf func(format string, args ...any)
+	// Logger receives progress of work done on the volume directly; nil discards it.
+	Logger *slog.Logger
 	// PreparePrimary writes the primary state of a promotion done directly (Options).
 	PreparePrimary func(wire.PrimaryState) error
 }
@@ -97,7 +98,7 @@ func (o Operator) call(ctx context.Context, method, path string, in, out any) er
 }
 
 func (o Operator) open() (*Volume, error) {
-	return OpenVolume(o.Dir, o.Volume, Options{Logf: o.Logf, PreparePrimary: o.PreparePrimary})
+	return OpenVolume(o.Dir, o.Volume, Options{Logger: o.Logger, PreparePrimary: o.PreparePrimary})
 }
 
 // Promote makes the volume a primary (see Volume.Promote). It returns ErrHandOverPending when

@@ -2,6 +2,7 @@ package replica
 
 import (
 	"context"
+	"drfs/internal/logtest"
 	"drfs/wire"
 	"errors"
 	"net"
@@ -20,7 +21,7 @@ import (
 // ends, as drfs serve does.
 func serveLocal(t *testing.T, dir string) *Server {
 	t.Helper()
-	s, err := NewServer(dir, Options{PreparePrimary: prepareStub, Logf: t.Logf}, changelog.Limits{})
+	s, err := NewServer(dir, Options{PreparePrimary: prepareStub, Logger: logtest.Logger(t)}, changelog.Limits{})
 	if err != nil {
 		t.Fatal(err)
 	}

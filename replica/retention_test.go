@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"drfs/changelog"
+	"drfs/internal/logtest"
 	"drfs/journal"
 	"drfs/wire"
 )
@@ -61,7 +62,7 @@ type pastFixture struct {
 
 func newPastFixture(t *testing.T) *pastFixture {
 	dir := t.TempDir()
-	srv, err := NewServer(dir, Options{PreparePrimary: prepareStub, KeepPoints: 2, KeepFor: time.Hour, Logf: t.Logf}, changelog.Limits{})
+	srv, err := NewServer(dir, Options{PreparePrimary: prepareStub, KeepPoints: 2, KeepFor: time.Hour, Logger: logtest.Logger(t)}, changelog.Limits{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -212,7 +213,7 @@ func TestReplica_PlannedPromotionNeedsOperatorWhilePointsAreRetained(t *testing.
 		{"operator asked for an older point", time.Hour, true, false},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			v, err := OpenVolume(t.TempDir(), "vol", Options{PreparePrimary: prepareStub, KeepPoints: 5, KeepFor: c.keepFor, Logf: t.Logf})
+			v, err := OpenVolume(t.TempDir(), "vol", Options{PreparePrimary: prepareStub, KeepPoints: 5, KeepFor: c.keepFor, Logger: logtest.Logger(t)})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -244,7 +245,7 @@ func TestReplica_PlannedPromotionNeedsOperatorWhilePointsAreRetained(t *testing.
 // Resync logs share the From of the log after them; pruning drops such a run whole or not at
 // all, so rolling back to the run's point never stops half-way through a resync.
 func TestReplica_PruneKeepsResyncRunsWhole(t *testing.T) {
-	v, err := OpenVolume(t.TempDir(), "vol", Options{PreparePrimary: prepareStub, KeepPoints: 1, Logf: t.Logf})
+	v, err := OpenVolume(t.TempDir(), "vol", Options{PreparePrimary: prepareStub, KeepPoints: 1, Logger: logtest.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -293,7 +294,7 @@ func TestReplica_PointAtUsesReplicaClock(t *testing.T) {
 // pruned, oldest first, and no point younger than --keep-for is, however many there are.
 func TestReplica_KeepForProtectsYoungPoints(t *testing.T) {
 	dir := t.TempDir()
-	v, err := OpenVolume(dir, "vol", Options{KeepPoints: 2, KeepFor: time.Hour, Logf: t.Logf})
+	v, err := OpenVolume(dir, "vol", Options{KeepPoints: 2, KeepFor: time.Hour, Logger: logtest.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"drfs/changelog"
+	"drfs/internal/logging"
 	"drfs/journal"
 	"drfs/wire"
 )
@@ -60,6 +61,7 @@ func NewServer(dir string, opts Options, limits changelog.Limits) (*Server, erro
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
+	opts.Logger = logging.OrDiscard(opts.Logger)
 	n := opts.MaxConcurrentLogs
 	if n <= 0 {
 		n = DefaultMaxConcurrentLogs
@@ -249,7 +251,7 @@ func (s *Server) handler(local bool) http.Handler {
 			writeJSON(w, http.StatusOK, res)
 			return
 		}
-		s.opts.Logf("volume %s promoted to generation %d at seq %d; primary state %s", v.Name(), res.Generation, res.Seq, res.State)
+		v.log.Info("volume promoted", "generation", res.Generation, "seq", res.Seq, "primary_state", res.State)
 		writeJSON(w, http.StatusOK, res)
 	}))
 	return mux
@@ -272,7 +274,7 @@ func (s *Server) withVolume(local bool, fn func(http.ResponseWriter, *http.Reque
 			// A volume pinned to another primary is refused before it is opened (or
 			// created).
 			if want, ok := s.access.Allow[name]; ok && want != id {
-				s.opts.Logf("volume %s: refused primary %q: pinned to %q", name, id, want)
+				s.opts.Logger.Warn("refused primary: the volume is pinned to another", "volume", name, "primary", id, "pinned", want)
 				writeErr(w, http.StatusForbidden, wire.CodeForbidden, fmt.Sprintf("volume %s is served only to primary %q (drfs serve --allow); this request comes from primary %q", name, want, id), 0)
 				return
 			}
@@ -285,7 +287,7 @@ func (s *Server) withVolume(local bool, fn func(http.ResponseWriter, *http.Reque
 		if !local {
 			_, pinned := s.access.Allow[name]
 			if err := v.Bind(id, pinned); errors.Is(err, ErrNotBound) {
-				s.opts.Logf("volume %s: refused primary %q: %v", name, id, err)
+				s.opts.Logger.Warn("refused primary", "volume", name, "primary", id, logging.Err(err))
 				writeErr(w, http.StatusForbidden, wire.CodeForbidden, fmt.Sprintf("%v; the replica's operator can move it with drfs serve --allow %s=%s", err, name, id), 0)
 				return
 			} else if err != nil {
@@ -365,7 +367,7 @@ func (s *Server) putLog(w http.ResponseWriter, r *http.Request, v *Volume) {
 	l, err := changelog.Decode(body, lim)
 	if err != nil {
 		s.m.rejected.Inc()
-		s.opts.Logf("volume %s: refused change log: %v", v.Name(), err)
+		v.log.Warn("refused change log", logging.Err(err))
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) || errors.Is(err, changelog.ErrTooLarge) {
 			writeErr(w, http.StatusRequestEntityTooLarge, wire.CodeTooLarge, err.Error(), v.State().Applied)
@@ -376,7 +378,7 @@ func (s *Server) putLog(w http.ResponseWriter, r *http.Request, v *Volume) {
 	}
 	applied, err := v.Apply(l)
 	if err != nil {
-		s.opts.Logf("volume %s: change log %d-%d: %v", v.Name(), l.FromSeq, l.ToSeq, err)
+		v.log.Warn("change log not applied", "from", l.FromSeq, "to", l.ToSeq, logging.Err(err))
 		s.reply(w, v, err)
 		return
 	}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"drfs/changelog"
+	"drfs/internal/logtest"
 	"drfs/journal"
 	"drfs/wire"
 )
@@ -20,7 +21,7 @@ import (
 // (standing in for the client certificate).
 func testServer(t *testing.T, allow map[string]string, lim changelog.Limits) (*Server, *httptest.Server) {
 	t.Helper()
-	s, err := NewServer(t.TempDir(), Options{PreparePrimary: prepareStub, Logf: t.Logf}, lim)
+	s, err := NewServer(t.TempDir(), Options{PreparePrimary: prepareStub, Logger: logtest.Logger(t)}, lim)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,6 +15,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"sort"
@@ -25,6 +26,7 @@ import (
 
 	"drfs/changelog"
 	"drfs/internal/fsutil"
+	"drfs/internal/logging"
 	"drfs/journal"
 	"drfs/wire"
 )
@@ -53,7 +55,8 @@ func pointName(p wire.Point) string {
 type Options struct {
 	KeepPoints int           // recovery points kept (at least this many)
 	KeepFor    time.Duration // and every point younger than this, however many there are
-	Logf       func(string, ...any)
+	// Logger receives the volume's messages (with a volume attribute added); nil discards them.
+	Logger *slog.Logger
 	// MaxConcurrentLogs bounds the change logs a Server receives and applies at once
 	// (default DefaultMaxConcurrentLogs).
 	MaxConcurrentLogs int
@@ -71,6 +74,7 @@ type Volume struct {
 	state string
 	data  *tree
 	opts  Options
+	log   *slog.Logger
 	lock  *os.File
 
 	mu sync.Mutex
@@ -90,14 +94,11 @@ func OpenVolume(dir, name string, opts Options) (*Volume, error) {
 	if err := journal.ValidPath(name); err != nil || filepath.Base(name) != name {
 		return nil, fmt.Errorf("bad volume name %q", name)
 	}
-	if opts.Logf == nil {
-		opts.Logf = func(string, ...any) {}
-	}
 	if opts.KeepPoints <= 0 {
 		opts.KeepPoints = 24
 	}
 	l := Layout{dir, name}
-	v := &Volume{name: name, dir: l.Root(), opts: opts}
+	v := &Volume{name: name, dir: l.Root(), opts: opts, log: logging.OrDiscard(opts.Logger).With("volume", name)}
 	v.state = l.State()
 	for _, d := range []string{v.state, filepath.Join(v.state, "undo"), filepath.Join(v.state, "trash")} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
@@ -125,7 +126,7 @@ func OpenVolume(dir, name string, opts Options) (*Volume, error) {
 		v.st.Name = name
 	}
 	if a := v.st.Applying; a != nil {
-		opts.Logf("volume %s: rolling back change log %d-%d interrupted by a crash", name, a.From, a.To)
+		v.log.Warn("rolling back a change log interrupted by a crash", "from", a.From, "to", a.To)
 		if err := v.rollbackApplying(); err != nil {
 			v.Close()
 			return nil, fmt.Errorf("roll back interrupted log %d-%d: %w", a.From, a.To, err)
@@ -175,9 +176,9 @@ func (v *Volume) Bind(id string, explicit bool) error {
 		return err
 	}
 	if old == "" {
-		v.opts.Logf("volume %s: bound to primary %q (first use)", v.name, id)
+		v.log.Info("bound to primary (first use)", "primary", id)
 	} else {
-		v.opts.Logf("volume %s: rebound from primary %q to %q by the operator", v.name, old, id)
+		v.log.Info("rebound to another primary by the operator", "old", old, "primary", id)
 	}
 	return nil
 }
@@ -277,7 +278,7 @@ func (v *Volume) Apply(l *changelog.Log) (uint64, error) {
 		return v.st.Applied, err
 	}
 	if err != nil {
-		v.opts.Logf("volume %s: apply log %d-%d: %v; rolling back", v.name, l.FromSeq, l.ToSeq, err)
+		v.log.Warn("apply log failed: rolling back", "from", l.FromSeq, "to", l.ToSeq, logging.Err(err))
 		if rerr := v.rollbackApplying(); rerr != nil {
 			return v.st.Applied, fmt.Errorf("%w: %v; and rollback failed: %v", ErrApply, err, rerr)
 		}

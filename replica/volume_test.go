@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"drfs/changelog"
+	"drfs/internal/logtest"
 	"drfs/journal"
 	"drfs/wire"
 )
@@ -37,7 +38,7 @@ func prepareStub(c wire.PrimaryState) error {
 
 func MustOpenVolume(tb testing.TB, dir string) *Volume {
 	tb.Helper()
-	v, err := OpenVolume(dir, "vol", Options{PreparePrimary: prepareStub, KeepPoints: 100, Logf: tb.Logf})
+	v, err := OpenVolume(dir, "vol", Options{PreparePrimary: prepareStub, KeepPoints: 100, Logger: logtest.Logger(tb)})
 	if err != nil {
 		tb.Fatalf("OpenVolume: %v", err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	"drfs/internal/logging"
 	"drfs/journal"
 )
 
@@ -33,7 +34,7 @@ func (s *Shipper) watch(ctx context.Context) {
 				s.violating = true
 				s.violations++
 				s.m.rpoViolations.Inc()
-				s.cfg.Logf("RPO target %s missed: replica lag is %s", rpo, lag.Round(time.Millisecond))
+				s.log.Warn("RPO target missed", "rpo", rpo, "lag", lag.Round(time.Millisecond))
 			} else if lag <= rpo {
 				s.violating = false
 			}
@@ -51,7 +52,7 @@ func (s *Shipper) watch(ctx context.Context) {
 			go func() {
 				defer s.checkpointing.Store(false)
 				if err := s.vol.Checkpoint(); err != nil {
-					s.cfg.Logf("checkpoint: %v", err)
+					s.log.Warn("checkpoint", logging.Err(err))
 				}
 			}()
 		}
@@ -66,7 +67,7 @@ func (s *Shipper) tryDegrade() {
 	}
 	defer s.opMu.Unlock()
 	if err := s.degrade(); err != nil {
-		s.cfg.Logf("degrade journal: %v", err)
+		s.log.Warn("degrade journal", logging.Err(err))
 	}
 }
 
@@ -92,7 +93,7 @@ func (s *Shipper) degrade() error {
 	s.degraded = true
 	s.mu.Unlock()
 	s.m.degraded.Inc()
-	s.cfg.Logf("journal passed --journal-max with the replica away: records %d-%d folded into %d dirty extents", from, seq, len(list))
+	s.log.Warn("journal passed --journal-max with the replica away: records folded into dirty extents", "from", from, "to", seq, "extents", len(list))
 	// A checkpoint makes the folded records unnecessary for local recovery too, and releases them.
 	return s.vol.Checkpoint()
 }

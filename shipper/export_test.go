@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"drfs/changelog"
+	"drfs/internal/logtest"
 	"drfs/replica"
 )
 
@@ -19,7 +20,7 @@ import (
 // directory's state survives a reopen and refuses a log that would leave a gap.
 func TestShipper_ExportThenApply(t *testing.T) {
 	exp := filepath.Join(t.TempDir(), "export")
-	tgt, err := OpenTarget("export://"+exp, "vol", nil, false, nil, t.Logf)
+	tgt, err := OpenTarget("export://"+exp, "vol", nil, false, nil, logtest.Logger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,7 +70,7 @@ func TestShipper_ExportThenApply(t *testing.T) {
 	if len(logs) < 2 {
 		t.Fatalf("%d change logs exported, want several", len(logs))
 	}
-	rep, err := replica.OpenVolume(t.TempDir(), "vol", replica.Options{Logf: t.Logf})
+	rep, err := replica.OpenVolume(t.TempDir(), "vol", replica.Options{Logger: logtest.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"drfs/internal/audit"
+	"drfs/internal/logging"
 	"drfs/volume"
 	"drfs/wire"
 )
@@ -122,7 +123,7 @@ func (s *Shipper) PlannedFailover(ctx context.Context, key string) (FailoverResu
 	}
 	s.handOver.Store(&h)
 	s.setFailover("promoting")
-	s.cfg.Logf("planned failover %s: replica holds seq %d; asking it to promote", key, last)
+	s.log.Info("planned failover: replica holds the last seq; asking it to promote", "failover", key, "seq", last)
 
 	// 3. Ask, and ask again, until the replica answers or the pause bound is reached.
 	pr, err := s.askPromote(ctx, h)
@@ -136,7 +137,7 @@ func (s *Shipper) PlannedFailover(ctx context.Context, key string) (FailoverResu
 			return res, fmt.Errorf("%w: the replica promoted, but recording the demotion here failed: %v; this side refuses writes; drfs failover --resolve records it", ErrInDoubt, derr)
 		}
 		finish()
-		s.cfg.Logf("planned failover %s done: replica promoted to generation %d at seq %d; guests paused %s", key, pr.Generation, last, res.Pause.Round(time.Microsecond))
+		s.log.Info("planned failover done: replica promoted", "failover", key, "generation", pr.Generation, "seq", last, "paused", res.Pause.Round(time.Microsecond))
 		return res, nil
 	case errors.As(err, &ref) && ref.Code == wire.CodeRefused:
 		if cerr := s.stayPrimary(h, "refused by the replica: "+ref.Msg); cerr != nil {
@@ -174,7 +175,7 @@ func (s *Shipper) askPromote(ctx context.Context, h volume.HandOver) (wire.Promo
 		if err == nil || errors.As(err, &ref) {
 			return pr, err
 		}
-		s.cfg.Logf("planned failover %s: promote request %d: %v", h.Key, attempt, err)
+		s.log.Warn("planned failover: promote request failed", "failover", h.Key, "attempt", attempt, logging.Err(err))
 		select {
 		case <-ctx.Done():
 			return pr, err
@@ -214,7 +215,7 @@ func (s *Shipper) stayPrimary(h volume.HandOver, why string) error {
 	s.setFailover("")
 	s.vol.Audit(audit.Entry{Action: "failover-aborted", GenBefore: h.Generation, GenAfter: h.Generation, Point: h.Seq,
 		Detail: fmt.Sprintf("planned %s: %s; this side stays the primary", h.Key, why)})
-	s.cfg.Logf("planned failover %s did not happen (%s): this side stays the primary", h.Key, why)
+	s.log.Warn("planned failover did not happen: this side stays the primary", "failover", h.Key, "reason", why)
 	return nil
 }
 
@@ -233,7 +234,7 @@ func (s *Shipper) abandon(key string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if _, err := s.t.AbortPromote(ctx, key); err != nil {
-		s.cfg.Logf("planned failover %s: tell the replica it was abandoned: %v", key, err)
+		s.log.Warn("planned failover: tell the replica it was abandoned", "failover", key, logging.Err(err))
 	}
 }
 
@@ -290,10 +291,10 @@ func (s *Shipper) resolveLoop(ctx context.Context) {
 		r, err := s.Resolve(rctx)
 		cancel()
 		if err == nil {
-			s.cfg.Logf("failover %s resolved: %s (%s)", r.Key, r.Outcome, r.Detail)
+			s.log.Info("failover resolved", "failover", r.Key, "outcome", r.Outcome, "detail", r.Detail)
 			return
 		}
-		s.cfg.Logf("resolve failover in doubt: %v (retrying in %s)", err, backoff)
+		s.log.Warn("resolve failover in doubt", logging.Err(err), "retry_in", backoff)
 		select {
 		case <-ctx.Done():
 		case <-time.After(backoff):
@@ -320,14 +321,14 @@ func (s *Shipper) handOverRequested(st wire.State) {
 		return
 	}
 	if err := s.vol.Meta().SetString(volume.KeyHandOverSeen, id); err != nil {
-		s.cfg.Logf("record hand-over request %s: %v", id, err)
+		s.log.Warn("record hand-over request", "request", id, logging.Err(err))
 	}
-	s.cfg.Logf("the replica asked this primary to hand over (request %s): running a planned failover", id)
+	s.log.Info("the replica asked this primary to hand over: running a planned failover", "request", id)
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), HandOverPause)
 		defer cancel()
 		if _, err := s.PlannedFailover(ctx, id); err != nil {
-			s.cfg.Logf("hand-over %s failed: %v", id, err)
+			s.log.Warn("hand-over failed", "request", id, logging.Err(err))
 			s.setErr(fmt.Errorf("hand-over requested by the replica failed: %w", err))
 		}
 	}()

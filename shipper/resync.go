@@ -41,7 +41,7 @@ func (s *Shipper) resync(ctx context.Context) error {
 	s.syncDone, s.syncTotal = 0, rs.total
 	s.mu.Unlock()
 	sort.Slice(exts, func(i, j int) bool { return exts[i].Path < exts[j].Path })
-	s.cfg.Logf("resync: %d extents, %s to compare", len(exts), units.Bytes(rs.total))
+	s.log.Info("resync: comparing extents by block hash", "extents", len(exts), "bytes", units.Bytes(rs.total))
 	for _, e := range exts {
 		if err := rs.path(e.Path, e.Off, e.Len); err != nil {
 			return fmt.Errorf("resync %s: %w", e.Path, err)
@@ -53,7 +53,7 @@ func (s *Shipper) resync(ctx context.Context) error {
 			return err
 		}
 	}
-	s.cfg.Logf("resync: sent %s in %d logs (compared %s)", units.Bytes(rs.sent), rs.logs, units.Bytes(rs.done))
+	s.log.Info("resync: sent", "sent", units.Bytes(rs.sent), "logs", rs.logs, "compared", units.Bytes(rs.done))
 	return nil
 }
 

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"drfs/internal/logging"
 	"drfs/journal"
 	"drfs/volume"
 	"drfs/wire"
@@ -37,7 +38,7 @@ func (s *Shipper) Run(ctx context.Context) error {
 		if errors.Is(err, ErrFenced) {
 			s.setState(wire.StateFenced)
 			s.setErr(err)
-			s.cfg.Logf("replication stopped: %v", err)
+			s.log.Warn("replication stopped", logging.Err(err))
 			return err
 		}
 		s.setErr(err)
@@ -46,7 +47,7 @@ func (s *Shipper) Run(ctx context.Context) error {
 		s.retries++
 		s.mu.Unlock()
 		s.m.retries.Inc()
-		s.cfg.Logf("replication to %s: %v (retrying in %s)", s.t, err, backoff)
+		s.log.Warn("replication failed", logging.Err(err), "retry_in", backoff)
 		s.backoff(ctx, backoff)
 		backoff = min(backoff*2, 30*time.Second)
 		if err == nil {
@@ -108,7 +109,7 @@ func (s *Shipper) session(ctx context.Context) error {
 	syncPending, _ := s.vol.Meta().Uint(keySyncSeq)
 	switch {
 	case st.VolumeID == "" || (!st.Consistent && syncPending == 0 && st.Applied == 0):
-		s.cfg.Logf("replica %s holds no copy of volume %s: starting the initial sync", s.t, s.vol.Name())
+		s.log.Info("replica holds no copy of the volume: starting the initial sync")
 		if err := s.planFullSync("initial sync"); err != nil {
 			return err
 		}
@@ -123,12 +124,12 @@ func (s *Shipper) session(ctx context.Context) error {
 	case syncPending == 0 && st.Applied != s.next.Load():
 		first := uint64(s.j.FirstSeq())
 		if st.Applied+1 >= first || first == 0 {
-			s.cfg.Logf("replica is at seq %d, resuming from there", st.Applied)
+			s.log.Info("resuming from the replica's seq", "seq", st.Applied)
 			s.opMu.Lock()
 			s.next.Store(st.Applied)
 			s.opMu.Unlock()
 		} else {
-			s.cfg.Logf("replica is at seq %d but the journal starts at %d: resyncing by block hash", st.Applied, first)
+			s.log.Info("replica is behind the journal's start: resyncing by block hash", "seq", st.Applied, "journal_first", first)
 			if err := s.planFullSync("journal no longer covers the replica's seq"); err != nil {
 				return err
 			}
@@ -166,7 +167,7 @@ func (s *Shipper) planReverse(st wire.State) error {
 		return fmt.Errorf("extents since the promotion: %w", err)
 	}
 	exts := append(mine, st.Diverged...)
-	s.cfg.Logf("replica is the reversed old primary (generation %d, applied seq %d, %d diverged extents): resyncing %d extents", st.Generation, st.Applied, len(st.Diverged), len(exts))
+	s.log.Info("replica is the reversed old primary: resyncing its diverged extents", "generation", st.Generation, "seq", st.Applied, "diverged", len(st.Diverged), "extents", len(exts))
 	return s.pendSync(exts, seq)
 }
 
@@ -258,6 +259,6 @@ func (s *Shipper) resyncAndComplete(ctx context.Context, gen uint64) error {
 	if seq > s.applied.Load() {
 		s.applied.Store(seq)
 	}
-	s.cfg.Logf("resync complete: replica at seq %d, consistent once it applied seq %d", seq, end)
+	s.log.Info("resync complete", "seq", seq, "consistent_at", end)
 	return nil
 }

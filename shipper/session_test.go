@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"drfs/internal/logtest"
 	"drfs/journal"
 	"drfs/volume"
 	"drfs/wire"
@@ -84,7 +85,7 @@ func TestShipper_SessionReconciles(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			vol := mustVolume(t, 4)
-			s, err := New(Config{Volume: vol, Target: &stateTarget{st: c.st(vol)}, Logf: t.Logf})
+			s, err := New(Config{Volume: vol, Target: &stateTarget{st: c.st(vol)}, Logger: logtest.Logger(t)})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -81,7 +81,7 @@ func (s *Shipper) shipOne(ctx context.Context, end uint64) error {
 	if errors.As(err, &ref) {
 		switch ref.Code {
 		case wire.CodeGap:
-			s.cfg.Logf("replica is at seq %d (log %d-%d refused as a gap): resending from there", ref.Applied, from, to)
+			s.log.Info("log refused as a gap: resending from the replica's seq", "seq", ref.Applied, "from", from, "to", to)
 			return s.realign(ref.Applied)
 		case wire.CodeStale, wire.CodeVolume:
 			return fmt.Errorf("%w: %s", ErrFenced, ref.Msg)

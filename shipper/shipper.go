@@ -8,10 +8,12 @@ package shipper
 
 import (
 	"errors"
+	"log/slog"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"drfs/internal/logging"
 	"drfs/journal"
 	"drfs/volume"
 	"drfs/wire"
@@ -33,7 +35,9 @@ type Config struct {
 	BWLimit     int64 // bytes per second on the wire; 0 = unlimited
 	JournalMax  int64 // journal bytes kept for an absent replica before degrading; 0 = unlimited
 	MaxLogBytes int64 // raw bytes per change log (default 64 MiB)
-	Logf        func(string, ...any)
+	// Logger receives the shipper's messages (with volume and replica attributes added); nil
+	// discards them.
+	Logger *slog.Logger
 	// Progress, if set, is called during a full sync with bytes done and total.
 	Progress func(done, total int64)
 	// OnDemoted, if set, is called once this side was durably demoted by a planned failover
@@ -68,6 +72,7 @@ type Status struct {
 // Shipper replicates one volume to one target.
 type Shipper struct {
 	cfg Config
+	log *slog.Logger
 	vol *volume.Volume
 	j   *journal.Journal
 	t   Target
@@ -113,13 +118,11 @@ func New(cfg Config) (*Shipper, error) {
 	if cfg.MaxLogBytes <= 0 {
 		cfg.MaxLogBytes = 64 << 20
 	}
-	if cfg.Logf == nil {
-		cfg.Logf = func(string, ...any) {}
-	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	s := &Shipper{cfg: cfg, vol: cfg.Volume, j: cfg.Volume.Journal(), t: cfg.Target, m: newMetrics(), state: wire.StateConnecting, rate: 10 << 20, wake: make(chan struct{}, 1)}
+	log := logging.OrDiscard(cfg.Logger).With("volume", cfg.Volume.Name(), "replica", cfg.Target.String())
+	s := &Shipper{cfg: cfg, log: log, vol: cfg.Volume, j: cfg.Volume.Journal(), t: cfg.Target, m: newMetrics(), state: wire.StateConnecting, rate: 10 << 20, wake: make(chan struct{}, 1)}
 	next, err := s.vol.Meta().Uint(keyNext)
 	if err != nil {
 		return nil, err

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -13,6 +14,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"drfs/internal/logtest"
 	"drfs/journal"
 	"drfs/replica"
 	"drfs/volume"
@@ -43,8 +45,8 @@ func TestParseSchedule(t *testing.T) {
 }
 
 // openLocal opens file:// replicas as drfs mount does.
-func openLocal(dir, vol string, logf func(string, ...any)) (Target, error) {
-	return replica.OpenLocalTarget(dir, vol, replica.Options{Logf: logf, PreparePrimary: volume.Prepare})
+func openLocal(dir, vol string, logger *slog.Logger) (Target, error) {
+	return replica.OpenLocalTarget(dir, vol, replica.Options{Logger: logger, PreparePrimary: volume.Prepare})
 }
 
 type env struct {
@@ -102,7 +104,7 @@ func newEnv(t *testing.T, cfg Config, wrap func(Target) Target) *env {
 		t.Fatal(err)
 	}
 	e := &env{vol: vol, repDir: filepath.Join(d, "rep")}
-	tgt, err := OpenTarget("file://"+e.repDir, vol.Name(), nil, false, openLocal, t.Logf)
+	tgt, err := OpenTarget("file://"+e.repDir, vol.Name(), nil, false, openLocal, logtest.Logger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -123,7 +125,7 @@ func newEnv(t *testing.T, cfg Config, wrap func(Target) Target) *env {
 	vol.Record(journal.OpCreate{Path: e.path, Mode: st.Mode, Ino: st.Ino})
 	unlock()
 
-	cfg.Volume, cfg.Target, cfg.Logf = vol, e.target, t.Logf
+	cfg.Volume, cfg.Target, cfg.Logger = vol, e.target, logtest.Logger(t)
 	if e.sh, err = New(cfg); err != nil {
 		t.Fatal(err)
 	}
@@ -365,13 +367,13 @@ func TestShipper_InitialSyncResumes(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer vol.Close()
-	tgt, err := OpenTarget("file://"+filepath.Join(d, "rep"), vol.Name(), nil, false, openLocal, t.Logf)
+	tgt, err := OpenTarget("file://"+filepath.Join(d, "rep"), vol.Name(), nil, false, openLocal, logtest.Logger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer tgt.Close()
 	ft := &flakyTarget{Target: tgt, ok: 1}
-	sh, err := New(Config{Volume: vol, Target: ft, Schedule: Schedule{Continuous: true}, Logf: t.Logf})
+	sh, err := New(Config{Volume: vol, Target: ft, Schedule: Schedule{Continuous: true}, Logger: logtest.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

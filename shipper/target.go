@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -64,14 +65,14 @@ var ErrReplicaApply = wire.ErrApply
 // LocalOpener opens volume in the replica directory dir on this host, for file:///DIR replica
 // URLs. The replica package provides one (replica.OpenLocalTarget); the caller wires it in, so
 // the primary side does not depend on the replica side.
-type LocalOpener func(dir, volume string, logf func(string, ...any)) (Target, error)
+type LocalOpener func(dir, volume string, logger *slog.Logger) (Target, error)
 
 // OpenTarget returns the target for a replica URL: https://HOST:PORT (a drfs serve, with
 // mutual TLS from tlsConf), http://127.0.0.1:PORT (only with insecure, loopback only),
 // file:///DIR (a replica directory on this host, applied by the same code), or export:///DIR
 // (change-log files for offline transport, applied on the replica site with drfs apply).
 // local opens file:// URLs; nil refuses them.
-func OpenTarget(raw, volume string, tlsConf *tls.Config, insecure bool, local LocalOpener, logf func(string, ...any)) (Target, error) {
+func OpenTarget(raw, volume string, tlsConf *tls.Config, insecure bool, local LocalOpener, logger *slog.Logger) (Target, error) {
 	u, err := url.Parse(raw)
 	if err != nil {
 		return nil, fmt.Errorf("replica URL %q: %w", raw, err)
@@ -84,7 +85,7 @@ func OpenTarget(raw, volume string, tlsConf *tls.Config, insecure bool, local Lo
 		if local == nil {
 			return nil, fmt.Errorf("replica URL %q: no replica directory can be opened here", raw)
 		}
-		return local(u.Path, volume, logf)
+		return local(u.Path, volume, logger)
 	case "export":
 		if u.Path == "" || u.Host != "" {
 			return nil, fmt.Errorf("replica URL %q: use export:///ABSOLUTE/DIR", raw)

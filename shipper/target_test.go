@@ -1,6 +1,7 @@
 package shipper
 
 import (
+	"drfs/internal/logtest"
 	"strings"
 	"testing"
 )
@@ -25,7 +26,7 @@ func TestOpenTarget_InsecureLoopbackOnly(t *testing.T) {
 		{"http://0.0.0.0:9740", false},
 		{"http://[::]:9740", false},
 	} {
-		tgt, err := OpenTarget(c.url, "v", nil, true, nil, t.Logf)
+		tgt, err := OpenTarget(c.url, "v", nil, true, nil, logtest.Logger(t))
 		if tgt != nil {
 			tgt.Close()
 		}

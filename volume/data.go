@@ -9,6 +9,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"drfs/internal/logging"
 	"drfs/journal"
 )
 
@@ -138,12 +139,12 @@ func (v *Volume) journalFull(err error) bool {
 	if !errors.Is(err, errJournal) || !errors.Is(err, syscall.ENOSPC) {
 		return false
 	}
-	v.logf("the journal's filesystem is full: releasing what the journal no longer needs")
+	v.log.Warn("the journal's filesystem is full: releasing what the journal no longer needs")
 	if hook := v.onFull.Load(); hook != nil {
 		(*hook)() // the shipper folds records a replica still needs into dirty extents
 	}
 	if cerr := v.Checkpoint(); cerr != nil {
-		v.logf("checkpoint: %v", cerr)
+		v.log.Warn("checkpoint", logging.Err(cerr))
 	}
 	return true
 }
@@ -247,7 +248,7 @@ func (v *Volume) Record(op journal.Op) error {
 
 func (v *Volume) resyncLater(path string, off, n int64, reason string) {
 	if err := v.meta.AddResync([]Extent{{Path: path, Off: off, Len: n, Reason: reason}}); err != nil {
-		v.logf("record resync of %s: %v", path, err)
+		v.log.Warn("record resync", "path", path, logging.Err(err))
 	}
 }
 

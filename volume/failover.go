@@ -12,6 +12,7 @@ import (
 	badger "github.com/dgraph-io/badger/v4"
 
 	"drfs/internal/audit"
+	"drfs/internal/logging"
 	"drfs/journal"
 	"drfs/wire"
 )
@@ -177,7 +178,7 @@ func (v *Volume) Pause() (resume func()) {
 // is no longer the primary). reason is logged and shown.
 func (v *Volume) SetReadOnly(reason string) {
 	v.readOnly.Store(&reason)
-	v.logf("volume is read-only from now on: %s", reason)
+	v.log.Warn("volume is read-only from now on", "reason", reason)
 }
 
 // Fence makes every later mutation fail with EROFS until Unfence: a planned failover's
@@ -186,13 +187,13 @@ func (v *Volume) SetReadOnly(reason string) {
 // a write error (QEMU werror=stop) pauses the guest itself until the operator resumes it.
 func (v *Volume) Fence(reason string) {
 	v.fenced.Store(&reason)
-	v.logf("volume refuses writes until the failover's outcome is known: %s", reason)
+	v.log.Warn("volume refuses writes until the failover's outcome is known", "reason", reason)
 }
 
 // Unfence lets mutations through again (the replica refused the failover for good).
 func (v *Volume) Unfence() {
 	if v.fenced.Swap(nil) != nil {
-		v.logf("volume takes writes again")
+		v.log.Info("volume takes writes again")
 	}
 }
 
@@ -277,6 +278,6 @@ func ExtentsOf(j *journal.Journal, from, to journal.Seq, reason string) ([]Exten
 func (v *Volume) Audit(e audit.Entry) {
 	e.Volume, e.VolumeID = v.name, v.id
 	if err := audit.Append(filepath.Join(v.StateDir(), audit.FileName), e.Who()); err != nil {
-		v.logf("audit: %v", err)
+		v.log.Warn("audit", logging.Err(err))
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"drfs/internal/fsutil"
+	"drfs/internal/logging"
 	"drfs/journal"
 )
 
@@ -98,7 +99,7 @@ func (v *Volume) recover() error {
 				return unreplayableError(rp.failed)
 			}
 			for _, f := range rp.failed {
-				v.logf("replay: seq %d (%s of %s) skipped by operator's choice: %v", f.Seq, f.Op, f.Path, f.Err)
+				v.log.Warn("replay: record skipped by operator's choice", "seq", f.Seq, "op", f.Op, "path", f.Path, logging.Err(f.Err))
 				exts = append(exts, Extent{Path: f.Path, Len: -1, Reason: fmt.Sprintf("journal record %d could not be replayed: %v", f.Seq, f.Err), Since: now})
 			}
 			v.start.Unreplayable = len(rp.failed)

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -17,6 +18,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"drfs/internal/logging"
 	"drfs/journal"
 )
 
@@ -47,7 +49,8 @@ type Config struct {
 	// files are marked for resync. Without it Open refuses with ErrUnreplayable.
 	SkipUnreplayable bool
 
-	Logf func(format string, args ...any)
+	// Logger receives the volume's messages (with a volume attribute added); nil discards them.
+	Logger *slog.Logger
 
 	allowDemoted bool // Diverge opens a demoted state to read its journal
 }
@@ -62,7 +65,7 @@ type Volume struct {
 	j      *journal.Journal
 	id     string
 	name   string
-	logf   func(string, ...any)
+	log    *slog.Logger
 	start  StartInfo
 	closed atomic.Bool
 
@@ -113,15 +116,11 @@ func Open(cfg Config) (_ *Volume, err error) {
 	if cfg.CheckpointBytes <= 0 {
 		cfg.CheckpointBytes = DefaultCheckpointBytes
 	}
-	logf := cfg.Logf
-	if logf == nil {
-		logf = func(string, ...any) {}
-	}
 	src, state, err := validatePaths(cfg)
 	if err != nil {
 		return nil, err
 	}
-	v := &Volume{cfg: cfg, src: src, srcFd: -1, logf: logf, m: newMetrics()}
+	v := &Volume{cfg: cfg, src: src, srcFd: -1, log: logging.OrDiscard(cfg.Logger), m: newMetrics()}
 	defer func() {
 		if err != nil {
 			v.closeFiles()
@@ -142,6 +141,7 @@ func Open(cfg Config) (_ *Volume, err error) {
 	if err := v.identify(cfg.Name); err != nil {
 		return nil, err
 	}
+	v.log = v.log.With("volume", v.name)
 	if role, err := v.meta.Role(); err != nil {
 		return nil, err
 	} else if role != nil && !cfg.allowDemoted {
@@ -154,7 +154,8 @@ func Open(cfg Config) (_ *Volume, err error) {
 		// comes up refusing writes until the shipper (or drfs failover --resolve) learns it.
 		reason := fmt.Sprintf("planned failover %s to %s (generation %d at seq %d, %s) is in doubt", h.Key, h.Replica, h.Generation+1, h.Seq, h.Time.Format(time.RFC3339))
 		v.fenced.Store(&reason)
-		logf("%s: the volume refuses writes until it is resolved", reason)
+		v.log.Warn("planned failover is in doubt: the volume refuses writes until it is resolved",
+			"failover", h.Key, "replica", h.Replica, "generation", h.Generation+1, "seq", h.Seq, "time", h.Time)
 	}
 	ck, err := v.meta.Checkpoint()
 	if err != nil {
@@ -169,7 +170,7 @@ func Open(cfg Config) (_ *Volume, err error) {
 			return nil, fmt.Errorf("the journal in %s is missing or empty, but drfs did not stop cleanly: the records after checkpoint seq %d are lost; restore the journal, or start over with a new state dir and a full resync", jdir, ck)
 		}
 	}
-	if v.j, err = journal.Open(filepath.Join(state, "journal"), journal.Options{SegmentSize: cfg.SegmentSize, Logf: logf, FirstSeq: journal.Seq(ck + 1)}); err != nil {
+	if v.j, err = journal.Open(filepath.Join(state, "journal"), journal.Options{SegmentSize: cfg.SegmentSize, Logger: v.log, FirstSeq: journal.Seq(ck + 1)}); err != nil {
 		return nil, fmt.Errorf("open journal: %w", err)
 	}
 	v.start.Recovery = v.j.Recovery()
@@ -361,7 +362,7 @@ func (v *Volume) background(ctx context.Context) {
 				continue
 			}
 			if err := v.Checkpoint(); err != nil {
-				v.logf("checkpoint: %v", err)
+				v.log.Warn("checkpoint", logging.Err(err))
 			}
 			last = time.Now()
 		}
@@ -416,7 +417,7 @@ func (v *Volume) checkpoint(files map[string]FileStat) error {
 	v.ckSeq.Store(uint64(seq))
 	v.ckJournal.Store(appended)
 	if err := v.release(); err != nil {
-		v.logf("release journal: %v", err)
+		v.log.Warn("release journal", logging.Err(err))
 	}
 	v.m.checkpointSeq.Set(float64(seq))
 	v.m.checkpointDur.Observe(time.Since(t0).Seconds())
@@ -559,7 +560,7 @@ func (v *Volume) ResyncPending() bool {
 // ReleaseJournal drops journal segments that are checkpointed and no longer retained.
 func (v *Volume) ReleaseJournal() {
 	if err := v.release(); err != nil {
-		v.logf("release journal: %v", err)
+		v.log.Warn("release journal", logging.Err(err))
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"drfs/internal/logtest"
 	"drfs/journal"
 )
 
@@ -36,7 +37,7 @@ func newDirs(t *testing.T) testDirs {
 // MustOpenVolume opens a volume on dirs with background checkpoints off.
 func MustOpenVolume(tb testing.TB, d testDirs) *Volume {
 	tb.Helper()
-	v, err := Open(Config{Source: d.src, State: d.state, CheckpointInterval: -1, SegmentSize: 1 << 20, Logf: tb.Logf})
+	v, err := Open(Config{Source: d.src, State: d.state, CheckpointInterval: -1, SegmentSize: 1 << 20, Logger: logtest.Logger(tb)})
 	if err != nil {
 		tb.Fatalf("Open: %v", err)
 	}

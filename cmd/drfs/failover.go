@@ -189,7 +189,7 @@ func (c *reverseCommand) Run(ctx context.Context) error {
 		return err
 	}
 	data, err := replica.Adopt(c.dir, replica.Adoption{ID: d.ID, Name: d.Name, Source: d.Source, Generation: d.Generation,
-		History: d.History, Acked: d.Acked, Extents: d.Extents}, func(f string, a ...any) { fmt.Fprintf(os.Stderr, "drfs: "+f+"\n", a...) })
+		History: d.History, Acked: d.Acked, Extents: d.Extents}, commandLogger())
 	if err != nil {
 		return err
 	}

@@ -7,7 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/pprof"
@@ -24,6 +24,7 @@ import (
 
 	"drfs/control"
 	drfsfs "drfs/fs"
+	"drfs/internal/logging"
 	"drfs/internal/netutil"
 	"drfs/internal/units"
 	"drfs/journal"
@@ -40,6 +41,7 @@ type mountCommand struct {
 	checkpoint                   time.Duration
 	segmentSize                  string
 	debug, skipUnreplayable      bool
+	logFormat                    string
 	repl                         replicationFlags
 }
 
@@ -101,6 +103,7 @@ func (c *mountCommand) ParseFlags(args []string) error {
 	fs.StringVar(&c.segmentSize, "segment-size", "64M", "size of a journal segment file (preallocated)")
 	fs.BoolVar(&c.debug, "debug", false, "log every FUSE request")
 	fs.BoolVar(&c.skipUnreplayable, "skip-unreplayable", false, "after a crash, start even if journal records cannot be replayed into the source (those files are marked for resync)")
+	logFormatFlag(fs, &c.logFormat)
 	c.repl.register(fs)
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "Usage: drfs mount --source DIR --state DIR [--volume NAME] [--metrics ADDR] MOUNTPOINT")
@@ -124,22 +127,25 @@ func (c *mountCommand) ParseFlags(args []string) error {
 }
 
 func (c *mountCommand) Run(ctx context.Context) error {
-	logger := log.New(os.Stderr, "drfs: ", log.LstdFlags)
+	logger := newLogger(os.Stderr, c.logFormat)
 	seg, err := units.ParseBytes(c.segmentSize)
 	if err != nil || (seg != 0 && seg < 1<<20) {
 		return fmt.Errorf("--segment-size %q: want a size of at least 1M", c.segmentSize)
 	}
 	vol, err := volume.Open(volume.Config{
 		Source: c.source, State: c.state, Mountpoint: c.mountpoint, Name: c.name,
-		CheckpointInterval: c.checkpoint, SegmentSize: seg, Logf: logger.Printf,
+		CheckpointInterval: c.checkpoint, SegmentSize: seg, Logger: logger,
 		SkipUnreplayable: c.skipUnreplayable,
 	})
 	if err != nil {
 		return err
 	}
+	// The volume's and the shipper's messages carry the volume name already; these are cmd's.
+	base := logger
+	logger = logger.With("volume", vol.Name())
 	closeVol := func() {
 		if err := vol.Close(); err != nil {
-			logger.Printf("close volume: %v", err)
+			logger.Warn("close volume", logging.Err(err))
 		}
 	}
 	reportStart(logger, vol)
@@ -147,10 +153,10 @@ func (c *mountCommand) Run(ctx context.Context) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if err := vol.RegisterMetrics(reg); err != nil {
-		logger.Printf("metrics: %v", err)
+		logger.Warn("metrics", logging.Err(err))
 	}
 	if err := vol.Journal().RegisterMetrics(reg); err != nil {
-		logger.Printf("metrics: %v", err)
+		logger.Warn("metrics", logging.Err(err))
 	}
 	// Everything that answers questions about the volume starts before the mount appears, so
 	// `drfs status` works as soon as the mountpoint does.
@@ -168,7 +174,7 @@ func (c *mountCommand) Run(ctx context.Context) error {
 		closeVol()
 	}
 	if c.repl.url != "" {
-		if ship, err = c.startShipper(shipCtx, vol, reg, logger, shipDone); err != nil {
+		if ship, err = c.startShipper(shipCtx, vol, reg, base, shipDone); err != nil {
 			close(shipDone)
 			cleanup()
 			return err
@@ -180,7 +186,7 @@ func (c *mountCommand) Run(ctx context.Context) error {
 	}
 	mnt, _ := filepath.Abs(c.mountpoint)
 	if ctl, err := control.Listen(vol.StateDir(), &control.Mounted{Volume: vol, Shipper: ship, Mountpoint: mnt}, logger); err != nil {
-		logger.Printf("control socket: %v (drfs status will read the state dir instead)", err)
+		logger.Warn("control socket: drfs status will read the state dir instead", logging.Err(err))
 	} else {
 		servers = append(servers, ctl)
 	}
@@ -223,21 +229,21 @@ func (c *mountCommand) Run(ctx context.Context) error {
 		cleanup()
 		return fmt.Errorf("mount %s: %w", c.mountpoint, err)
 	}
-	logger.Printf("mounted volume %s (%s) from %s on %s", vol.Name(), vol.ID(), vol.Source(), mnt)
+	logger.Info("mounted volume", "id", vol.ID(), "source", vol.Source(), "mountpoint", mnt)
 	fmt.Println("mounted")
 
 	done := make(chan struct{})
 	go func() { server.Wait(); close(done) }()
 	select {
 	case <-ctx.Done():
-		logger.Printf("stopping: syncing journal and unmounting %s", mnt)
+		logger.Info("stopping: syncing journal and unmounting", "mountpoint", mnt)
 		if err := vol.Sync(); err != nil {
-			logger.Printf("sync journal: %v", err)
+			logger.Warn("sync journal", logging.Err(err))
 		}
 		unmount(server, mnt, logger)
 		<-done
 	case <-done:
-		logger.Printf("%s was unmounted", mnt)
+		logger.Info("mountpoint was unmounted", "mountpoint", mnt)
 	}
 	stopShip()
 	<-shipDone
@@ -247,60 +253,62 @@ func (c *mountCommand) Run(ctx context.Context) error {
 	if err := vol.Close(); err != nil {
 		return fmt.Errorf("close volume: %w", err)
 	}
-	logger.Printf("stopped cleanly at checkpoint seq %d", vol.CheckpointSeq())
+	logger.Info("stopped cleanly at the checkpoint", "seq", vol.CheckpointSeq())
 	return nil
 }
 
-func reportStart(logger *log.Logger, vol *volume.Volume) {
+func reportStart(logger *slog.Logger, vol *volume.Volume) {
 	st := vol.Start()
 	switch {
 	case st.New:
-		logger.Printf("initialised new volume %s", vol.Name())
+		logger.Info("initialised new volume")
 	case st.Unclean:
-		logger.Printf("last stop was not clean: replayed %d journal records, marked %d hot regions for resync", st.Replayed, st.HotRegions)
+		logger.Warn("last stop was not clean: replayed journal records, marked hot regions for resync", "replayed", st.Replayed, "hot_regions", st.HotRegions)
 	}
 	if st.Recovery.TornBytes > 0 {
-		logger.Printf("journal tail was torn: cut %d bytes, kept in %s", st.Recovery.TornBytes, st.Recovery.BrokenFile)
+		logger.Warn("journal tail was torn: cut it and kept a copy", "bytes", st.Recovery.TornBytes, "kept_in", st.Recovery.BrokenFile)
 	}
 	if st.ChangedBack > 0 {
-		logger.Printf("%d files were changed in the source while drfs was not mounted; marked for resync", st.ChangedBack)
+		logger.Warn("files were changed in the source while drfs was not mounted; marked for resync", "files", st.ChangedBack)
 	}
 }
 
 // unmount asks the kernel to unmount; while the mount is busy (a guest still has files open)
 // it retries for a while and then detaches it lazily, so the daemon keeps serving open files
 // until they are closed.
-func unmount(server *fuse.Server, mnt string, logger *log.Logger) {
+func unmount(server *fuse.Server, mnt string, logger *slog.Logger) {
 	for i := 0; i < 20; i++ {
 		if err := server.Unmount(); err == nil {
 			return
 		} else if i == 0 {
-			logger.Printf("unmount %s: %v; retrying", mnt, err)
+			logger.Warn("unmount: retrying", "mountpoint", mnt, logging.Err(err))
 		}
 		time.Sleep(250 * time.Millisecond)
 	}
-	logger.Printf("%s is busy: detaching lazily; drfs stops when the last open file is closed", mnt)
+	logger.Warn("mountpoint is busy: detaching lazily; drfs stops when the last open file is closed", "mountpoint", mnt)
 	if err := lazyUnmount(mnt); err != nil {
-		logger.Printf("lazy unmount: %v", err)
+		logger.Warn("lazy unmount", logging.Err(err))
 	}
 }
 
-func serveHTTP(network, addr string, h http.Handler, logger *log.Logger) (*http.Server, error) {
+func serveHTTP(network, addr string, h http.Handler, logger *slog.Logger) (*http.Server, error) {
 	ln, err := net.Listen(network, addr)
 	if err != nil {
 		return nil, err
 	}
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, ErrorLog: errorLog(logger)}
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			logger.Printf("http %s: %v", addr, err)
+			logger.Warn("http", "addr", addr, logging.Err(err))
 		}
 	}()
 	return srv, nil
 }
 
 // startShipper connects the volume to its replica and starts shipping in the background.
-func (c *mountCommand) startShipper(ctx context.Context, vol *volume.Volume, reg *prometheus.Registry, logger *log.Logger, done chan struct{}) (*shipper.Shipper, error) {
+// logger is the daemon's, without the volume attribute the shipper adds itself.
+func (c *mountCommand) startShipper(ctx context.Context, vol *volume.Volume, reg *prometheus.Registry, logger *slog.Logger, done chan struct{}) (*shipper.Shipper, error) {
+	vlog := logger.With("volume", vol.Name())
 	var tlsConf *tls.Config
 	if c.repl.certs != "" {
 		var err error
@@ -308,25 +316,25 @@ func (c *mountCommand) startShipper(ctx context.Context, vol *volume.Volume, reg
 			return nil, err
 		}
 	}
-	target, err := shipper.OpenTarget(c.repl.url, vol.Name(), tlsConf, c.repl.insecure, openLocalReplica, logger.Printf)
+	target, err := shipper.OpenTarget(c.repl.url, vol.Name(), tlsConf, c.repl.insecure, openLocalReplica, logger)
 	if err != nil {
 		return nil, err
 	}
 	cfg := shipper.Config{
 		Volume: vol, Target: target, Schedule: c.repl.schedule, BWLimit: c.repl.bw,
-		JournalMax: c.repl.jmax, Logf: logger.Printf,
+		JournalMax: c.repl.jmax, Logger: logger,
 	}
 	cfg.Progress = progressBar("initial sync")
-	cfg.OnDemoted = func() { remountReadOnly(c.mountpoint, logger) }
+	cfg.OnDemoted = func() { remountReadOnly(c.mountpoint, vlog) }
 	ship, err := shipper.New(cfg)
 	if err != nil {
 		target.Close()
 		return nil, err
 	}
 	if err := ship.RegisterMetrics(reg); err != nil {
-		logger.Printf("metrics: %v", err)
+		vlog.Warn("metrics", logging.Err(err))
 	}
-	logger.Printf("replicating to %s, %s", target, c.repl.schedule)
+	vlog.Info("replicating", "replica", target.String(), "schedule", c.repl.schedule.String())
 	go func() {
 		defer close(done)
 		defer target.Close()
@@ -354,6 +362,6 @@ func metricsMux(reg *prometheus.Registry, addr string, withPprof bool) http.Hand
 }
 
 // openLocalReplica opens a replica directory on this host (--replica file:///DIR).
-func openLocalReplica(dir, name string, logf func(string, ...any)) (shipper.Target, error) {
-	return replica.OpenLocalTarget(dir, name, replica.Options{Logf: logf, PreparePrimary: volume.Prepare})
+func openLocalReplica(dir, name string, logger *slog.Logger) (shipper.Target, error) {
+	return replica.OpenLocalTarget(dir, name, replica.Options{Logger: logger, PreparePrimary: volume.Prepare})
 }

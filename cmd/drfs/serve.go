@@ -5,7 +5,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"log"
 	"net"
 	"net/http"
 	"os"
@@ -16,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"drfs/changelog"
+	"drfs/internal/logging"
 	"drfs/internal/netutil"
 	"drfs/replica"
 	"drfs/tlsutil"
@@ -29,6 +29,7 @@ type serveCommand struct {
 	keepFor                     time.Duration
 	allow                       map[string]string
 	maxLogs                     int
+	logFormat                   string
 }
 
 func (c *serveCommand) ParseFlags(args []string) error {
@@ -54,6 +55,7 @@ func (c *serveCommand) ParseFlags(args []string) error {
 	fs.DurationVar(&c.keepFor, "keep-for", 0, "also keep every recovery point younger than this, however many (e.g. 24h); a primary cannot discard them")
 	fs.StringVar(&c.metrics, "metrics", "", "serve Prometheus metrics on this address")
 	fs.BoolVar(&c.pprof, "pprof", false, "also serve Go profiles on a non-loopback --metrics address (on loopback they always are)")
+	logFormatFlag(fs, &c.logFormat)
 	if err := parseNoArgs(fs, args); err != nil {
 		return err
 	}
@@ -92,11 +94,11 @@ func primaryIdentity(r *http.Request) (string, error) {
 }
 
 func (c *serveCommand) Run(ctx context.Context) error {
-	logger := log.New(os.Stderr, "drfs: ", log.LstdFlags)
+	logger := newLogger(os.Stderr, c.logFormat)
 	if c.keepFor == 0 {
-		logger.Printf("--keep-for is not set: a primary that sends many small logs pushes older recovery points out of the last %d; set --keep-for to keep every point of that period whatever a primary sends", c.keepPoints)
+		logger.Warn("--keep-for is not set: a primary that sends many small logs pushes older recovery points out of the last --keep-points; set --keep-for to keep every point of that period whatever a primary sends", "keep_points", c.keepPoints)
 	}
-	srv, err := replica.NewServer(c.dir, replica.Options{KeepPoints: c.keepPoints, KeepFor: c.keepFor, Logf: logger.Printf, MaxConcurrentLogs: c.maxLogs,
+	srv, err := replica.NewServer(c.dir, replica.Options{KeepPoints: c.keepPoints, KeepFor: c.keepFor, Logger: logger, MaxConcurrentLogs: c.maxLogs,
 		PreparePrimary: volume.Prepare}, changelog.Limits{})
 	if err != nil {
 		return err
@@ -121,7 +123,7 @@ func (c *serveCommand) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	hs := &http.Server{Handler: srv.Handler(), ErrorLog: logger,
+	hs := &http.Server{Handler: srv.Handler(), ErrorLog: errorLog(logger),
 		ReadHeaderTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10}
 	if !c.insecure {
 		var id tlsutil.Identity
@@ -129,7 +131,7 @@ func (c *serveCommand) Run(ctx context.Context) error {
 			ln.Close()
 			return err
 		}
-		logger.Printf("serving as %s", id)
+		logger.Info("serving as", "role", id.Role, "site", id.Site)
 	}
 	errc := make(chan error, 1)
 	go func() {
@@ -144,7 +146,7 @@ func (c *serveCommand) Run(ctx context.Context) error {
 	sock := replica.Layout{Dir: c.dir}.Socket()
 	os.Remove(sock)
 	if ls, err := serveHTTP("unix", sock, srv.LocalHandler(), logger); err != nil {
-		logger.Printf("local socket %s: %v (drfs promote needs this server stopped)", sock, err)
+		logger.Warn("local socket: drfs promote needs this server stopped", "path", sock, logging.Err(err))
 	} else {
 		os.Chmod(sock, 0o600)
 		defer ls.Close()
@@ -153,7 +155,7 @@ func (c *serveCommand) Run(ctx context.Context) error {
 	if c.insecure {
 		scheme = "http"
 	}
-	logger.Printf("serving replicas in %s on %s://%s", c.dir, scheme, ln.Addr())
+	logger.Info("serving replicas", "dir", c.dir, "url", scheme+"://"+ln.Addr().String())
 	fmt.Println("serving")
 	select {
 	case <-ctx.Done():
@@ -163,6 +165,6 @@ func (c *serveCommand) Run(ctx context.Context) error {
 	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	hs.Shutdown(sctx)
-	logger.Printf("stopped")
+	logger.Info("stopped")
 	return nil
 }

@@ -1,7 +1,8 @@
 package main
 
 import (
-	"log"
+	"drfs/internal/logging"
+	"log/slog"
 	"path/filepath"
 
 	"golang.org/x/sys/unix"
@@ -9,10 +10,10 @@ import (
 
 // remountReadOnly makes the kernel refuse writes to mnt before they reach drfs (a demoted
 // volume refuses them anyway, with EROFS).
-func remountReadOnly(mnt string, logger *log.Logger) {
+func remountReadOnly(mnt string, logger *slog.Logger) {
 	mnt, _ = filepath.Abs(mnt)
 	if err := unix.Mount(mnt, mnt, "", unix.MS_REMOUNT|unix.MS_RDONLY, ""); err != nil {
-		logger.Printf("remount %s read-only: %v (writes still fail with EROFS in drfs)", mnt, err)
+		logger.Warn("remount read-only failed: writes still fail with EROFS in drfs", "mountpoint", mnt, logging.Err(err))
 	}
 }
 
