@@ -2,6 +2,7 @@ package seed
 
 import (
 	"bytes"
+	"drfs/internal/logtest"
 	"encoding/json"
 	"io/fs"
 	"math/rand/v2"
@@ -41,7 +42,7 @@ func mustOpenVolume(tb testing.TB, prepare func(src string)) *testVol {
 	}
 	prepare(src)
 	v, err := volume.Open(volume.Config{Source: src, State: filepath.Join(d, "state"), Name: testVolume,
-		CheckpointInterval: -1, SegmentSize: 1 << 20, Logf: tb.Logf})
+		CheckpointInterval: -1, SegmentSize: 1 << 20, Logger: logtest.Logger(tb)})
 	if err != nil {
 		tb.Fatalf("volume.Open: %v", err)
 	}
