@@ -225,7 +225,7 @@ func TestMonitoring(t *testing.T) {
 			}
 		}
 	}
-	t.Logf("%d expressions name %d metrics, all exported", len(exprs), len(seen))
+	t.Logf("%d expressions name %d metrics", len(exprs), len(seen))
 
 	// The state values the rules and dashboard match on.
 	stateSel := regexp.MustCompile(`drfs_shipper_replication_state\{[^}]*state=~?"([^"]*)"`)
