@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sys/unix"
 
 	"drfs/internal/logtest"
@@ -423,4 +424,86 @@ func TestShipper_InitialSyncResumes(t *testing.T) {
 	if second > 80<<20-firstPass+(1<<20) {
 		t.Fatalf("the resumed pass sent %d bytes: it started over instead of resuming (first pass %d)", second, firstPass)
 	}
+}
+
+// gaugeValues gathers reg and returns every gauge as name{label=value,...} -> value.
+func gaugeValues(t *testing.T, reg *prometheus.Registry) map[string]float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := map[string]float64{}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			if m.GetGauge() == nil {
+				continue
+			}
+			k := mf.GetName()
+			for _, l := range m.GetLabel() {
+				k += "{" + l.GetName() + "=" + l.GetValue() + "}"
+			}
+			res[k] = m.GetGauge().GetValue()
+		}
+	}
+	return res
+}
+
+func TestShipper_StatusMetrics(t *testing.T) {
+	e := newEnv(t, Config{Schedule: Schedule{RPO: 30 * time.Second}, JournalMax: 10 << 30}, nil)
+	reg := prometheus.NewRegistry()
+	if err := e.sh.RegisterMetrics(reg); err != nil {
+		t.Fatal(err)
+	}
+	e.write(t, 0, bytes.Repeat([]byte{1}, 8192))
+	e.sync(t)
+	waitFor(t, "the replicating state", func() bool { return e.sh.Status().State == wire.StateReplicating })
+	want := map[string]float64{
+		"drfs_shipper_rpo_target_seconds":                    30,
+		"drfs_shipper_journal_max_bytes":                     10 << 30,
+		"drfs_shipper_failover_in_doubt":                     0,
+		"drfs_shipper_resync_pending":                        0,
+		"drfs_shipper_verify_differences":                    0,
+		"drfs_shipper_replication_state{state=replicating}":  1,
+		"drfs_shipper_replication_state{state=disconnected}": 0,
+		"drfs_shipper_replication_state{state=fenced}":       0,
+		"drfs_shipper_replication_state{state=degraded}":     0,
+		"drfs_shipper_replication_state{state=connecting}":   0,
+		"drfs_shipper_replication_state{state=syncing}":      0,
+		"drfs_shipper_replication_state{state=demoted}":      0,
+	}
+	check := func(want map[string]float64) {
+		t.Helper()
+		got := gaugeValues(t, reg)
+		for k, v := range want {
+			if g, ok := got[k]; !ok || g != v {
+				t.Errorf("%s = %v (exported %v), want %v", k, g, ok, v)
+			}
+		}
+	}
+	check(want)
+
+	// A difference behind drfs's back: the next verify counts it, a clean one clears it.
+	rep := filepath.Join(e.repDir, e.vol.Name(), "data", e.path)
+	orig, err := os.ReadFile(rep)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(rep, bytes.Repeat([]byte{2}, len(orig)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	res, err := e.sh.Verify(ctx)
+	if err != nil || len(res.Differences) == 0 {
+		t.Fatalf("verify of a changed replica: %v, %d differences", err, len(res.Differences))
+	}
+	check(map[string]float64{"drfs_shipper_verify_differences": float64(len(res.Differences))})
+	if err := os.WriteFile(rep, orig, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := e.sh.Verify(ctx); err != nil || len(res.Differences) != 0 {
+		t.Fatalf("verify of a restored replica: %v, %+v", err, res.Differences)
+	}
+	check(map[string]float64{"drfs_shipper_verify_differences": 0})
 }

@@ -55,6 +55,9 @@ func (s *Shipper) Verify(ctx context.Context) (res VerifyResult, err error) {
 		a, b := res.Differences[i], res.Differences[j]
 		return a.Path < b.Path || a.Path == b.Path && a.Off < b.Off
 	})
+	if err == nil {
+		s.m.verifyDiffs.Set(float64(len(res.Differences)))
+	}
 	return res, err
 }
 
