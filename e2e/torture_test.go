@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -31,7 +32,8 @@ import (
 // filesystems under the journal and the source instead; make torture runs it too.
 //
 // make test runs 3 rounds. make torture runs DRFS_TORTURE_DURATION (default 5m) or
-// DRFS_TORTURE_ROUNDS rounds; DRFS_TORTURE_SEED replays a campaign.
+// DRFS_TORTURE_ROUNDS rounds; DRFS_TORTURE_SEED replays a campaign; DRFS_TORTURE_FAULTS
+// restricts it to some kinds.
 
 // Fault kinds.
 const (
@@ -113,10 +115,21 @@ func TestTorture(t *testing.T) {
 	c.setup()
 	// The short campaign in make test covers one fault of each family.
 	shortKinds := []string{faultKillPrimary, faultPowerSource, faultKillReplica}
+	kinds := faultKinds
+	if s := os.Getenv("DRFS_TORTURE_FAULTS"); s != "" {
+		// A comma-separated subset of the kinds, to hammer one (e.g. "power loss: primary journal").
+		kinds = nil
+		for _, k := range strings.Split(s, ",") {
+			if !slices.Contains(faultKinds, strings.TrimSpace(k)) {
+				t.Fatalf("DRFS_TORTURE_FAULTS: unknown fault %q (known: %s)", k, strings.Join(faultKinds, ", "))
+			}
+			kinds = append(kinds, strings.TrimSpace(k))
+		}
+	}
 	var order []string // each kind once per cycle, in random order
 	for i := 0; i < rounds && (until.IsZero() || time.Now().Before(until)); i++ {
 		if len(order) == 0 {
-			order = append(order, faultKinds...)
+			order = append(order, kinds...)
 			c.rng.Shuffle(len(order), func(a, b int) { order[a], order[b] = order[b], order[a] })
 		}
 		kind := order[0]
