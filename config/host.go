@@ -248,7 +248,7 @@ func (p *parser) site(rs rawSite, hostCerts string) *Site {
 		host := u.Hostname()
 		switch {
 		case !s.Insecure:
-			p.fail(rs.url, "%q is plaintext: use https, or insecure: true for a loopback test", raw)
+			p.fail(rs.url, "%q is plaintext: use https, or set %s for a loopback test", raw, lastKey(rs.insecure.name))
 		case !netutil.IsLoopbackHost(host):
 			p.fail(rs.url, "%q: plaintext is only for loopback tests", raw)
 		}

@@ -77,14 +77,14 @@ func (p *parser) serve(raw rawServe) *Serve {
 	} else {
 		s.Listen = l
 		if s.Insecure && !netutil.IsLoopbackHost(host) {
-			p.fail(raw.listen, "insecure refuses to listen on %s: plaintext is only for loopback tests", host)
+			p.fail(raw.listen, "%s refuses to listen on %s: plaintext is only for loopback tests", lastKey(raw.insecure.name), host)
 		}
 	}
 	switch {
 	case s.Insecure && raw.certs.set():
-		p.fail(raw.insecure, "use either certs or insecure")
+		p.fail(raw.insecure, "use either %s or %s", lastKey(raw.certs.name), lastKey(raw.insecure.name))
 	case !s.Insecure && !raw.certs.set():
-		p.fail(raw.certs, "required (create one with `drfs certs`), or insecure: true for a loopback test")
+		p.fail(raw.certs, "required (create one with `drfs certs`), or set %s for a loopback test", lastKey(raw.insecure.name))
 	}
 	s.MaxConcurrentLogs = p.integer(raw.maxLogs, replica.DefaultMaxConcurrentLogs, 1, 1<<16)
 	s.KeepPoints = p.integer(raw.keepPoints, DefaultKeepPoints, 1, math.MaxInt32)
