@@ -67,7 +67,7 @@ func FromMountFlags(m MountFlags) (*Host, error) {
 		raw.sites = []rawSite{{name: ReplicaSite, url: flagField("--replica", m.Replica),
 			bandwidth: flagField("--bwlimit", bw), certs: flagField("--certs", ""), insecure: flagBool("--insecure", m.Insecure)}}
 	} else if m.BWLimit != "" {
-		p.fail(flagField("--bwlimit", m.BWLimit), "needs a replica (--replica)")
+		p.fail(flagField("--bwlimit", m.BWLimit), "only applies to a replicated volume (set --replica)")
 	}
 	raw.volumes = []rawVolume{v}
 	h := p.host(raw)

@@ -184,7 +184,7 @@ func (p *parser) host(raw rawHost) *Host {
 			h.Sites[s.Name] = s
 		}
 	}
-	if len(raw.volumes) == 0 && (raw.volumesField.set() || len(p.errs) == 0) {
+	if f := raw.volumesField; len(raw.volumes) == 0 && (!f.set() || f.node.Kind == yaml.SequenceNode) {
 		p.fail(raw.volumesField, "no volume declared")
 	}
 	names := map[string]*Volume{}
@@ -288,7 +288,7 @@ func (p *parser) volume(rv rawVolume, raw rawHost, h *Host) *Volume {
 	}
 	if n, ok := p.size(rv.segmentSize); ok {
 		if n < MinSegmentSize {
-			p.fail(rv.segmentSize, "%s: want at least 1M", rv.segmentSize.node.Value)
+			p.fail(rv.segmentSize, "%q: want at least 1M", rv.segmentSize.node.Value)
 		}
 		v.SegmentSize = n
 	}
@@ -299,7 +299,7 @@ func (p *parser) volume(rv rawVolume, raw rawHost, h *Host) *Volume {
 	if !ok {
 		for _, f := range []field{rv.interval, rv.rpo, rv.tier, rv.journalMax} {
 			if f.set() {
-				p.fail(f, "needs a replica (%s)", lastKey(rv.replica.name))
+				p.fail(f, "only applies to a replicated volume (set %s)", lastKey(rv.replica.name))
 			}
 		}
 		return v

@@ -152,7 +152,11 @@ func (p *parser) mapping(n *yaml.Node, name string, keys ...string) map[string]f
 			p.errorf(name, k.Line, "want a field name, not %s", describe(k))
 			continue
 		case !known[k.Value]:
-			p.errorf(fname, k.Line, "unknown field")
+			if s := closest(k.Value, keys); s != "" {
+				p.errorf(fname, k.Line, "unknown field (did you mean %s?)", s)
+			} else {
+				p.errorf(fname, k.Line, "unknown field")
+			}
 			continue
 		case seen[k.Value] > 0:
 			p.errorf(fname, k.Line, "given twice (first on line %d)", seen[k.Value])
@@ -315,4 +319,40 @@ func readFile(file string) ([]byte, error) {
 		return nil, fmt.Errorf("read %s: %w", file, err)
 	}
 	return data, nil
+}
+
+// closest returns the key within two edits of s, if any: a likely typo.
+func closest(s string, keys []string) string {
+	best, bestD := "", 3
+	for _, k := range keys {
+		if d := editDistance(s, k); d < bestD {
+			best, bestD = k, d
+		}
+	}
+	return best
+}
+
+// editDistance is the Levenshtein distance of a and b (short keys only: a file's keys are
+// bounded by MaxFileSize, and the distance gives up past 64 bytes).
+func editDistance(a, b string) int {
+	if len(a) > 64 || len(b) > 64 {
+		return 64
+	}
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
 }
