@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"net/url"
 	"sort"
 	"strings"
 	"time"
@@ -109,6 +110,12 @@ func (h *Host) Site(v *Volume) *Site {
 		return nil
 	}
 	return h.Sites[v.Replica]
+}
+
+// TLS reports whether the site is reached over HTTPS, with certificates.
+func (s *Site) TLS() bool {
+	u, err := url.Parse(s.URL)
+	return err == nil && u.Scheme == "https"
 }
 
 // SiteCerts is the certificate directory used towards site s.

@@ -111,7 +111,7 @@ func diffVolume(oh *Host, o *Volume, nh *Host, n *Volume) Change {
 	add(o.Replica != n.Replica, "replica", ScopeReplication)
 	if os, ns := oh.Site(o), nh.Site(n); os != nil && ns != nil && o.Replica == n.Replica {
 		add(os.URL != ns.URL, "sites."+n.Replica+".url", ScopeReplication)
-		add(oh.SiteCerts(os) != nh.SiteCerts(ns), "sites."+n.Replica+".certs", ScopeReplication)
+		add(ns.TLS() && oh.SiteCerts(os) != nh.SiteCerts(ns), "sites."+n.Replica+".certs", ScopeReplication)
 		add(os.Insecure != ns.Insecure, "sites."+n.Replica+".insecure", ScopeReplication)
 	}
 	add(o.Schedule.Interval != n.Schedule.Interval || o.Schedule.Continuous != n.Schedule.Continuous, "interval", ScopeSchedule)
