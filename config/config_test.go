@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -271,5 +272,21 @@ func TestReadFile(t *testing.T) {
 	}
 	if _, err := ReadServeFile("testdata/serve/missing.yaml"); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("a missing file: %v", err)
+	}
+}
+
+func TestParse_ManyErrors(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("volumes:\n  - source: /s\n    state: /t\n    mountpoint: /m\n")
+	for i := 0; i < 200; i++ {
+		fmt.Fprintf(&b, "    x%d: 1\n", i)
+	}
+	_, err := Parse("many.yaml", []byte(b.String()))
+	var es Errors
+	if !errors.As(err, &es) || len(es) != MaxErrors+1 {
+		t.Fatalf("%d errors: %v", len(es), err)
+	}
+	if es[0].Error() != "many.yaml:5: volumes[0].x0: unknown field" || es[MaxErrors].Error() != "many.yaml: and 150 more errors" {
+		t.Errorf("first %q, last %q", es[0], es[MaxErrors])
 	}
 }

@@ -45,11 +45,19 @@ func (p *parser) fail(f field, format string, args ...any) {
 	p.errorf(f.name, f.line, format, args...)
 }
 
+// MaxErrors is how many errors of one file are reported; a count of the rest follows.
+const MaxErrors = 50
+
 func (p *parser) result() error {
 	if len(p.errs) == 0 {
 		return nil
 	}
-	return p.errs.sorted()
+	es := p.errs.sorted()
+	if len(es) > MaxErrors {
+		more := &Error{File: p.file, Msg: fmt.Sprintf("and %d more errors", len(es)-MaxErrors)}
+		es = append(es[:MaxErrors:MaxErrors], more)
+	}
+	return es
 }
 
 // document decodes data into its root node: a single YAML document, or nil after an error.
@@ -112,23 +120,20 @@ func cutAfterColon(s string, n int) (string, string, bool) {
 	return s[:i], s[i:], true
 }
 
-// noAliases refuses anchors' aliases and merge keys: a configuration spells out each value,
-// and an alias could expand a small file into a huge tree.
+// noAliases refuses aliases (*name), which merge keys need too: a configuration spells out
+// each value, and an alias could expand a small file into a huge tree. The first one is
+// reported.
 func (p *parser) noAliases(n *yaml.Node) bool {
-	ok := true
-	var walk func(*yaml.Node)
-	walk = func(n *yaml.Node) {
-		if n.Kind == yaml.AliasNode {
-			p.errorf("", n.Line, "aliases (*%s) are not supported: write the value out", n.Value)
-			ok = false
-			return
-		}
-		for _, c := range n.Content {
-			walk(c)
+	if n.Kind == yaml.AliasNode {
+		p.errorf("", n.Line, "aliases (*%s) are not supported: write the value out", n.Value)
+		return false
+	}
+	for _, c := range n.Content {
+		if !p.noAliases(c) {
+			return false
 		}
 	}
-	walk(n)
-	return ok
+	return true
 }
 
 // mapping reads the mapping n (named name) whose keys must be among keys; it reports unknown,
