@@ -290,3 +290,12 @@ func TestParse_ManyErrors(t *testing.T) {
 		t.Errorf("first %q, last %q", es[0], es[MaxErrors])
 	}
 }
+
+// TestParse_WrongShapeOnce: a value of the wrong shape is reported once, however many
+// checks read it.
+func TestParse_WrongShapeOnce(t *testing.T) {
+	_, err := Parse("w.yaml", []byte("sites: {r: {url: \"file:///r\"}}\nvolumes:\n  - {source: /s, state: /t, mountpoint: /m, replica: r, interval: [1]}\n"))
+	if err == nil || err.Error() != "w.yaml:3: volumes[0].interval: want a value, not a list" {
+		t.Errorf("got %v", err)
+	}
+}

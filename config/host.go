@@ -346,18 +346,21 @@ func (p *parser) schedule(interval, rpo field) shipper.Schedule {
 		}
 		return shipper.Schedule{RPO: d}
 	}
-	if s, ok := p.scalar(interval); ok && s == "continuous" {
+	if !interval.set() {
+		return shipper.Schedule{Interval: DefaultInterval}
+	}
+	s, ok := p.scalar(interval)
+	if !ok {
+		return shipper.Schedule{}
+	}
+	if s == "continuous" {
 		return shipper.Schedule{Continuous: true}
 	}
-	if interval.set() {
-		s, _ := p.scalar(interval)
-		d, err := time.ParseDuration(s)
-		if err != nil || d <= 0 {
-			p.fail(interval, "%q: want a positive duration such as 30s or 5m, or continuous", s)
-		}
-		return shipper.Schedule{Interval: d}
+	d, err := time.ParseDuration(s)
+	if err != nil || d <= 0 {
+		p.fail(interval, "%q: want a positive duration such as 30s or 5m, or continuous", s)
 	}
-	return shipper.Schedule{Interval: DefaultInterval}
+	return shipper.Schedule{Interval: d}
 }
 
 // DefaultInterval is the schedule of a replicated volume that names none.
