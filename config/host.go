@@ -216,7 +216,7 @@ func (p *parser) site(rs rawSite, hostCerts string) *Site {
 	s.Insecure = p.boolean(rs.insecure)
 	if bw, ok := p.size(rs.bandwidth); ok {
 		if bw == 0 {
-			p.fail(rs.bandwidth, "0: leave bandwidth unset to measure the link")
+			p.fail(rs.bandwidth, "%q: leave bandwidth unset to measure the link", rs.bandwidth.node.Value)
 		}
 		s.Bandwidth = bw
 	}
