@@ -143,3 +143,34 @@ func TestFromServeFlags(t *testing.T) {
 		t.Errorf("errors:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 }
+
+// TestFromFlags_AsFile: what flags say, a file says the same way (Marshal writes it).
+func TestFromFlags_AsFile(t *testing.T) {
+	m := mountDefaults()
+	m.Source, m.State, m.Mountpoint, m.Name = "/srv/vms.real", "/var/lib/drfs/vms", "/srv/vms", "vms"
+	m.Replica, m.Insecure, m.Interval, m.BWLimit, m.Debug = "http://127.0.0.1:9740", true, "continuous", "5M", true
+	h, err := FromMountFlags(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := h.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h2 := mustParse(t, string(b)); !reflect.DeepEqual(stripHost(h), stripHost(h2)) {
+		t.Errorf("the file of the flags parses differently:\n%s", b)
+	}
+
+	s, err := FromServeFlags(ServeFlags{Dir: "/r", Listen: "127.0.0.1:9740", Insecure: true, KeepPoints: 24,
+		MaxConcurrentLogs: 4, Allow: map[string]string{"vms": "insecure"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, err = s.Marshal(); err != nil {
+		t.Fatal(err)
+	}
+	s2, err := ParseServe("s.yaml", b)
+	if err != nil || !reflect.DeepEqual(stripServe(s), stripServe(s2)) {
+		t.Errorf("the file of the flags parses differently (%v):\n%s", err, b)
+	}
+}
