@@ -4,6 +4,7 @@ import (
 	"errors"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
 )
 
@@ -63,11 +64,11 @@ func checkFuzzErrors(t *testing.T, data []byte, returned bool, err error) {
 	if !errors.As(err, &es) || len(es) == 0 {
 		t.Fatalf("%v (%T) is not Errors", err, err)
 	}
+	// YAML breaks lines at \n, \r\n, \r and (as yaml.v3 reads it) NEL, LS and PS.
+	text := strings.ReplaceAll(string(data), "\r\n", "\n")
 	lines := 1
-	for _, c := range data {
-		if c == '\n' {
-			lines++
-		}
+	for _, br := range []string{"\n", "\r", "\u0085", "\u2028", "\u2029"} {
+		lines += strings.Count(text, br)
 	}
 	for _, e := range es {
 		if e.File != "f.yaml" || e.Line < 0 || e.Line > lines {

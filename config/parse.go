@@ -89,6 +89,10 @@ func (p *parser) document(data []byte) *yaml.Node {
 		return nil
 	}
 	root := doc.Content[0]
+	if isNull(root) { // "---" alone, or only comments
+		p.errorf("", 0, "empty configuration")
+		return nil
+	}
 	if !p.noAliases(root) {
 		return nil
 	}
