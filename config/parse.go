@@ -253,11 +253,6 @@ func (p *parser) scalar(f field) (string, bool) {
 	return f.node.Value, true
 }
 
-func (p *parser) str(f field) string {
-	s, _ := p.scalar(f)
-	return s
-}
-
 func (p *parser) boolean(f field) bool {
 	s, ok := p.scalar(f)
 	if !ok {
