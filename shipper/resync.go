@@ -120,6 +120,12 @@ func (rs *resyncer) flush() error {
 	}
 	s := rs.s
 	seq := uint64(s.j.LastSeq())
+	// The replica records the seq a resync log reaches: it must be durable here first, or a
+	// power loss of the journal would hand the same seqs to new records the replica then
+	// believes it has (the two sides would diverge for good).
+	if err := s.j.Sync(journal.Seq(seq)); err != nil {
+		return fmt.Errorf("sync journal: %w", err)
+	}
 	l := &changelog.Log{
 		Header: changelog.Header{Kind: changelog.KindResync, VolumeID: s.vol.ID(), Generation: s.vol.Generation(), ToSeq: seq, Created: time.Now().UTC()},
 		Ops:    rs.ops,

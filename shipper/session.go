@@ -243,6 +243,10 @@ func (s *Shipper) resyncAndComplete(ctx context.Context, gen uint64) error {
 		return err
 	}
 	end := uint64(s.vol.Barrier())
+	// The replica applies logs up to end tolerantly: end must be durable here (see flush).
+	if err := s.j.Sync(journal.Seq(end)); err != nil {
+		return fmt.Errorf("sync journal: %w", err)
+	}
 	seq := s.applied.Load()
 	full, _ := s.vol.Meta().Uint(keySyncSeq)
 	if full > 0 {

@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sys/unix"
 
+	"drfs/changelog"
 	"drfs/internal/logtest"
 	"drfs/journal"
 	"drfs/replica"
@@ -506,4 +507,88 @@ func TestShipper_StatusMetrics(t *testing.T) {
 		t.Fatalf("verify of a restored replica: %v, %+v", err, res.Differences)
 	}
 	check(map[string]float64{"drfs_shipper_verify_differences": 0})
+}
+
+// durableTarget checks that nothing reaches the replica beyond what the journal made durable:
+// a log's ToSeq, and the end of a resync's tolerant window.
+type durableTarget struct {
+	Target
+	j   *journal.Journal
+	mu  sync.Mutex
+	bad []string
+	n   int
+}
+
+func (d *durableTarget) check(what string, seq uint64) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.n++
+	if dur := uint64(d.j.DurableSeq()); seq > dur {
+		d.bad = append(d.bad, fmt.Sprintf("%s reaches seq %d, journal durable to %d", what, seq, dur))
+	}
+}
+
+func (d *durableTarget) Send(ctx context.Context, b []byte) (uint64, error) {
+	l, err := changelog.Unmarshal(b, changelog.Limits{})
+	if err == nil {
+		d.check(fmt.Sprintf("%s log %d-%d", l.Kind, l.FromSeq, l.ToSeq), l.ToSeq)
+	}
+	return d.Target.Send(ctx, b)
+}
+
+func (d *durableTarget) SyncComplete(ctx context.Context, id string, gen, seq, end uint64, full bool) error {
+	d.check("sync-complete", end)
+	return d.Target.SyncComplete(ctx, id, gen, seq, end, full)
+}
+
+// TestShipper_ShipsOnlyDurableSeqs: a resync log and a resync's completion name seqs the
+// replica records; were they not durable here, a power loss of the journal would hand the same
+// seqs to new records the replica believes it has, and the sides would diverge for good.
+func TestShipper_ShipsOnlyDurableSeqs(t *testing.T) {
+	var dt *durableTarget
+	var slow *slowTarget
+	e := newEnv(t, Config{Schedule: Schedule{Continuous: true}, JournalMax: 3 << 20}, func(tg Target) Target {
+		slow = &slowTarget{Target: tg}
+		dt = &durableTarget{Target: slow}
+		return dt
+	})
+	dt.j = e.vol.Journal()
+	e.write(t, 0, bytes.Repeat([]byte{1}, 1<<20))
+	e.sync(t)
+	slow.mu.Lock()
+	slow.down = true
+	slow.mu.Unlock()
+	for i := 0; i < 2048; i++ { // past --journal-max: degraded, then resynced
+		e.write(t, int64((i*7919)%4096)*4096, bytes.Repeat([]byte{byte(i)}, 4096))
+	}
+	waitFor(t, "degraded", func() bool { return e.sh.Status().State == "degraded" })
+	slow.mu.Lock()
+	slow.down = false
+	slow.mu.Unlock()
+	// Writes go on while the resync runs, none of them synced by the guest.
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			e.write(t, int64(i%4096)*4096, bytes.Repeat([]byte{byte(i + 7)}, 4096))
+		}
+	}()
+	time.Sleep(300 * time.Millisecond)
+	close(stop)
+	<-done
+	e.sync(t)
+	dt.mu.Lock()
+	defer dt.mu.Unlock()
+	if dt.n == 0 {
+		t.Fatal("nothing was shipped")
+	}
+	if len(dt.bad) > 0 {
+		t.Fatalf("%d of %d messages named seqs not yet durable, e.g. %s", len(dt.bad), dt.n, dt.bad[0])
+	}
 }
