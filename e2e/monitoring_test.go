@@ -141,7 +141,7 @@ func monitoringExprs(t *testing.T) map[string]string {
 
 // scrapeSeries fetches addr's /metrics and returns each series line's name and labels
 // (`name{a="b"}`), with its value.
-func scrapeSeries(t *testing.T, addr string) map[string]float64 {
+func scrapeSeries(t testing.TB, addr string) map[string]float64 {
 	t.Helper()
 	c := &http.Client{Timeout: 10 * time.Second}
 	resp, err := c.Get("http://" + addr + "/metrics")
