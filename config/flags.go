@@ -29,6 +29,16 @@ type MountFlags struct {
 	Insecure   bool
 }
 
+// absFlag is the path flag name with value v made absolute from the working directory.
+func absFlag(name, v string) field {
+	if v != "" {
+		if a, err := filepath.Abs(v); err == nil {
+			v = a
+		}
+	}
+	return flagField(name, v)
+}
+
 // ReplicaSite is the name FromMountFlags gives the site of --replica.
 const ReplicaSite = "replica"
 
@@ -36,23 +46,15 @@ const ReplicaSite = "replica"
 // are made absolute from the working directory. Errors name the flag.
 func FromMountFlags(m MountFlags) (*Host, error) {
 	p := &parser{}
-	abs := func(name, v string) field {
-		if v != "" {
-			if a, err := filepath.Abs(v); err == nil {
-				v = a
-			}
-		}
-		return flagField(name, v)
-	}
 	raw := rawHost{
-		certs:         abs("--certs", m.Certs),
+		certs:         absFlag("--certs", m.Certs),
 		logFormat:     flagField("--log-format", m.LogFormat),
 		metricsListen: flagField("--metrics", m.Metrics),
 		pprof:         flagBool("--pprof", m.Pprof),
 	}
 	v := rawVolume{
-		name: flagField("--volume", m.Name), source: abs("--source", m.Source), state: abs("--state", m.State),
-		mountpoint: abs("MOUNTPOINT", m.Mountpoint), replica: flagField("--replica", ""),
+		name: flagField("--volume", m.Name), source: absFlag("--source", m.Source), state: absFlag("--state", m.State),
+		mountpoint: absFlag("MOUNTPOINT", m.Mountpoint), replica: flagField("--replica", ""),
 		interval: flagField("--interval", m.Interval), rpo: flagDuration("--rpo", m.RPO),
 		tier: flagField("--tier", ""), journalMax: flagField("--journal-max", m.JournalMax),
 		checkpoint: flagDuration("--checkpoint-interval", m.CheckpointInterval), segmentSize: flagField("--segment-size", m.SegmentSize),
@@ -92,16 +94,8 @@ type ServeFlags struct {
 // --allow binding, each with the server's retention. Errors name the flag.
 func FromServeFlags(f ServeFlags) (*Serve, error) {
 	p := &parser{}
-	abs := func(name, v string) field {
-		if v != "" {
-			if a, err := filepath.Abs(v); err == nil {
-				v = a
-			}
-		}
-		return flagField(name, v)
-	}
 	raw := rawServe{
-		dir: abs("--dir", f.Dir), listen: flagField("--listen", f.Listen), certs: abs("--certs", f.Certs),
+		dir: absFlag("--dir", f.Dir), listen: flagField("--listen", f.Listen), certs: absFlag("--certs", f.Certs),
 		insecure: flagBool("--insecure", f.Insecure), maxLogs: flagInt("--max-concurrent-logs", f.MaxConcurrentLogs),
 		keepPoints: flagInt("--keep-points", f.KeepPoints), keepFor: flagDuration("--keep-for", f.KeepFor),
 		logFormat: flagField("--log-format", f.LogFormat), metricsListen: flagField("--metrics", f.Metrics),

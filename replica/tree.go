@@ -63,8 +63,6 @@ func (t *tree) close() {
 	unix.Close(t.fd)
 }
 
-const resolveSafe = unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS
-
 func checkPath(p string) error {
 	if p == "." {
 		return nil
@@ -88,7 +86,7 @@ func (t *tree) open(p string, flags int, mode uint32) (int, error) {
 	if err := checkPath(p); err != nil {
 		return -1, err
 	}
-	fd, err := unix.Openat2(t.fd, p, &unix.OpenHow{Flags: uint64(flags | unix.O_CLOEXEC | unix.O_NOFOLLOW), Mode: uint64(mode), Resolve: resolveSafe})
+	fd, err := fsutil.OpenBeneath(t.fd, p, flags, mode)
 	if err != nil {
 		return -1, mapResolveErr(p, err)
 	}
@@ -165,7 +163,7 @@ func (t *tree) parent(p string) (int, string, error) {
 	if dir == "" {
 		dir = "."
 	}
-	fd, err := unix.Openat2(t.fd, dir, &unix.OpenHow{Flags: unix.O_RDONLY | unix.O_DIRECTORY | unix.O_CLOEXEC, Resolve: resolveSafe})
+	fd, err := fsutil.OpenBeneath(t.fd, dir, unix.O_RDONLY|unix.O_DIRECTORY, 0)
 	if err != nil {
 		return -1, "", mapResolveErr(p, err)
 	}
