@@ -212,17 +212,10 @@ func writeAll(dir string, out []pemFile, force bool) error {
 // are not replaced as one unit: a crash in the middle of a forced Init can leave a mix of old
 // and new files, which the loaders then reject as not signed by the CA.
 func Init(dir, site string, hosts []string, force bool) (Files, error) {
-	if err := ValidSite(site); err != nil {
-		return Files{}, err
-	}
-	ips, dnsNames, err := parseHosts(hosts)
+	ips, dnsNames, files, err := siteDir(dir, site, hosts)
 	if err != nil {
 		return Files{}, err
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return Files{}, fmt.Errorf("tlsutil: create %s: %w", dir, err)
-	}
-	files := filesIn(dir)
 	if !force {
 		if err := refuseExisting(files.CA, files.CAKey, files.Key, files.PrimaryCert, files.ReplicaCert); err != nil {
 			return Files{}, err
@@ -326,17 +319,10 @@ func newLeaves(site string, pub *ecdsa.PublicKey, ips []net.IP, dnsNames []strin
 // signed on the CA's site with Sign. hosts are the names the site's replica certificate will
 // carry (see Init). The request is written as dir/SITE.csr.
 func Request(dir, site string, hosts []string, force bool) (Files, error) {
-	if err := ValidSite(site); err != nil {
-		return Files{}, err
-	}
-	ips, dnsNames, err := parseHosts(hosts)
+	ips, dnsNames, files, err := siteDir(dir, site, hosts)
 	if err != nil {
 		return Files{}, err
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return Files{}, fmt.Errorf("tlsutil: create %s: %w", dir, err)
-	}
-	files := filesIn(dir)
 	files.CSR = filepath.Join(dir, site+".csr")
 	if !force {
 		if err := refuseExisting(files.Key, files.CSR); err != nil {
@@ -491,6 +477,22 @@ func loadCA(f Files) (*x509.Certificate, *ecdsa.PrivateKey, error) {
 // duplicates. A bracketed IPv6 literal ("[::1]") is accepted; anything with a
 // port or whitespace inside is rejected rather than silently producing a SAN
 // no client will ever match.
+// siteDir checks a site name and its hosts and creates the site's certificate directory dir
+// (0700): the common start of Init and Request.
+func siteDir(dir, site string, hosts []string) (ips []net.IP, dnsNames []string, files Files, err error) {
+	if err = ValidSite(site); err != nil {
+		return
+	}
+	if ips, dnsNames, err = parseHosts(hosts); err != nil {
+		return
+	}
+	if err = os.MkdirAll(dir, 0o700); err != nil {
+		err = fmt.Errorf("tlsutil: create %s: %w", dir, err)
+		return
+	}
+	return ips, dnsNames, filesIn(dir), nil
+}
+
 func parseHosts(hosts []string) ([]net.IP, []string, error) {
 	var ips []net.IP
 	var names []string
