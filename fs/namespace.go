@@ -134,24 +134,19 @@ func (n *Node) Link(ctx context.Context, target gofs.InodeEmbedder, name string,
 
 // Unlink implements NodeUnlinker.
 func (n *Node) Unlink(ctx context.Context, name string) syscall.Errno {
-	unlock := n.vol.LockNamespace()
-	defer unlock()
-	if n.vol.Writable() != nil {
-		return syscall.EROFS
-	}
-	p, ok := n.child(name)
-	if !ok {
-		return syscall.ENOENT
-	}
-	ino, _ := lstatIno(n.abs(p))
-	if errno := n.LoopbackNode.Unlink(ctx, name); errno != 0 {
-		return errno
-	}
-	return n.record(journal.OpUnlink{Path: p, Ino: ino})
+	return n.remove(name, func() syscall.Errno { return n.LoopbackNode.Unlink(ctx, name) },
+		func(p string, ino uint64) journal.Op { return journal.OpUnlink{Path: p, Ino: ino} })
 }
 
 // Rmdir implements NodeRmdirer.
 func (n *Node) Rmdir(ctx context.Context, name string) syscall.Errno {
+	return n.remove(name, func() syscall.Errno { return n.LoopbackNode.Rmdir(ctx, name) },
+		func(p string, ino uint64) journal.Op { return journal.OpRmdir{Path: p, Ino: ino} })
+}
+
+// remove runs rm (an unlink or rmdir of name) under the namespace lock and journals the op mk
+// builds for the child's path and inode.
+func (n *Node) remove(name string, rm func() syscall.Errno, mk func(p string, ino uint64) journal.Op) syscall.Errno {
 	unlock := n.vol.LockNamespace()
 	defer unlock()
 	if n.vol.Writable() != nil {
@@ -162,10 +157,10 @@ func (n *Node) Rmdir(ctx context.Context, name string) syscall.Errno {
 		return syscall.ENOENT
 	}
 	ino, _ := lstatIno(n.abs(p))
-	if errno := n.LoopbackNode.Rmdir(ctx, name); errno != 0 {
+	if errno := rm(); errno != 0 {
 		return errno
 	}
-	return n.record(journal.OpRmdir{Path: p, Ino: ino})
+	return n.record(mk(p, ino))
 }
 
 // Rename implements NodeRenamer. go-fuse moves the node in its tree only after Rename returns;
