@@ -6,7 +6,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 
 	"golang.org/x/sys/unix"
 
@@ -34,9 +33,7 @@ type tree struct {
 	root string
 	fd   int
 
-	mu    sync.Mutex
-	dirty map[[2]uint64]int // (dev, ino) -> descriptor to fsync
-	dirs  map[string]bool   // directories outside the tree (the state's trash) to fsync
+	dirty fsutil.SyncSet // what changed since the last sync, and the state's trash directories
 }
 
 // maxDirty bounds the descriptors a tree keeps between syncs; past it they are synced early.
@@ -54,12 +51,7 @@ func openTree(root string) (*tree, error) {
 }
 
 func (t *tree) close() {
-	t.mu.Lock()
-	for _, fd := range t.dirty {
-		unix.Close(fd)
-	}
-	t.dirty, t.dirs = nil, nil
-	t.mu.Unlock()
+	t.dirty.Close()
 	unix.Close(t.fd)
 }
 
@@ -170,30 +162,13 @@ func (t *tree) parent(p string) (int, string, error) {
 	return fd, name, nil
 }
 
-// keep remembers fd (by duplicating it) for the next sync.
+// keep remembers fd (by duplicating it) for the next sync; past maxDirty descriptors it syncs
+// early.
 func (t *tree) keep(fd int) error {
-	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil {
+	if err := t.dirty.Add(fd); err != nil {
 		return err
 	}
-	key := [2]uint64{st.Dev, st.Ino}
-	t.mu.Lock()
-	if _, ok := t.dirty[key]; ok {
-		t.mu.Unlock()
-		return nil
-	}
-	dup, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
-	if err != nil {
-		t.mu.Unlock()
-		return err
-	}
-	if t.dirty == nil {
-		t.dirty = map[[2]uint64]int{}
-	}
-	t.dirty[key] = dup
-	full := len(t.dirty) >= maxDirty
-	t.mu.Unlock()
-	if full {
+	if t.dirty.Len() >= maxDirty {
 		return t.sync()
 	}
 	return nil
@@ -221,35 +196,10 @@ func (t *tree) keepAt(dfd int, name string) error {
 }
 
 // keepDir remembers a directory outside the tree (by path) for the next sync.
-func (t *tree) keepDir(dir string) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.dirs == nil {
-		t.dirs = map[string]bool{}
-	}
-	t.dirs[dir] = true
-}
+func (t *tree) keepDir(dir string) { t.dirty.AddDir(dir) }
 
 // sync fsyncs everything kept since the last sync and forgets it.
-func (t *tree) sync() error {
-	t.mu.Lock()
-	fds, dirs := t.dirty, t.dirs
-	t.dirty, t.dirs = nil, nil
-	t.mu.Unlock()
-	var errs []error
-	for _, fd := range fds {
-		if err := unix.Fsync(fd); err != nil {
-			errs = append(errs, err)
-		}
-		unix.Close(fd)
-	}
-	for d := range dirs {
-		if err := fsutil.SyncDir(d); err != nil && !errors.Is(err, os.ErrNotExist) {
-			errs = append(errs, err)
-		}
-	}
-	return errors.Join(errs...)
-}
+func (t *tree) sync() error { return t.dirty.Sync(nil) }
 
 // lstat returns the attributes of p without following a final symlink.
 func (t *tree) lstat(p string) (unix.Stat_t, error) {

@@ -9,6 +9,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"drfs/internal/fsutil"
 	"drfs/internal/logging"
 	"drfs/journal"
 )
@@ -33,8 +34,8 @@ type hotEntry struct {
 // hotEpoch is the set of regions recorded hot since the last checkpoint, and the files written
 // in them. A checkpoint swaps in a new, empty epoch while no mutation is in flight.
 type hotEpoch struct {
-	m     sync.Map // hotKey -> *hotEntry
-	files epochFiles
+	m     sync.Map       // hotKey -> *hotEntry
+	files fsutil.SyncSet // a descriptor of every file written in the epoch, for the checkpoint
 }
 
 func newHotEpoch() *hotEpoch { return &hotEpoch{} }
@@ -78,7 +79,7 @@ func (v *Volume) markHot(ino uint64, fd int, off, n int64) error {
 		mineE = append(mineE, he)
 	}
 	if len(mine) > 0 {
-		if err := ep.files.add(ino, fd); err != nil {
+		if err := ep.files.Add(fd); err != nil {
 			for i, he := range mineE {
 				he.err = err
 				ep.m.Delete(mine[i])

@@ -1,11 +1,9 @@
 package volume
 
 import (
-	"errors"
 	"fmt"
 	"path/filepath"
 	"slices"
-	"sync"
 
 	"golang.org/x/sys/unix"
 
@@ -84,85 +82,4 @@ func (v *Volume) syncPath(p string, flags int) error {
 		return fmt.Errorf("fsync %s: %w", p, err)
 	}
 	return nil
-}
-
-// epochFiles holds a descriptor of every file written since the last checkpoint: the files the
-// next checkpoint fsyncs. A descriptor is duplicated at the first write to the file in the
-// epoch (the first markHot), so it stays valid after the guest closes its own, and after a
-// rename or unlink.
-type epochFiles struct {
-	mu  sync.Mutex
-	fds map[uint64]int // backing inode -> dup'ed descriptor
-}
-
-// add remembers fd for ino unless the epoch already has one.
-func (e *epochFiles) add(ino uint64, fd int) error {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if _, ok := e.fds[ino]; ok {
-		return nil
-	}
-	dup, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
-	if err != nil {
-		return fmt.Errorf("dup descriptor of inode %d: %w", ino, err)
-	}
-	if e.fds == nil {
-		e.fds = map[uint64]int{}
-	}
-	e.fds[ino] = dup
-	return nil
-}
-
-// syncAll fsyncs every file of the epoch, two at a time, and closes the descriptors. A file
-// whose sync fails is handed to carry (the next epoch), so that checkpoint syncs it again; the
-// error is returned.
-func (e *epochFiles) syncAll(carry *epochFiles) error {
-	e.mu.Lock()
-	fds := e.fds
-	e.fds = nil
-	e.mu.Unlock()
-	type res struct {
-		ino uint64
-		fd  int
-		err error
-	}
-	work := make(chan res)
-	out := make(chan res)
-	const workers = 2
-	for range workers {
-		go func() {
-			for r := range work {
-				r.err = unix.Fsync(r.fd)
-				out <- r
-			}
-		}()
-	}
-	go func() {
-		for ino, fd := range fds {
-			work <- res{ino: ino, fd: fd}
-		}
-		close(work)
-	}()
-	var errs []error
-	for range len(fds) {
-		r := <-out
-		if r.err != nil {
-			errs = append(errs, fmt.Errorf("fsync inode %d: %w", r.ino, r.err))
-			if carry != nil && carry.add(r.ino, r.fd) != nil {
-				errs = append(errs, fmt.Errorf("inode %d will not be synced again", r.ino))
-			}
-		}
-		unix.Close(r.fd)
-	}
-	return errors.Join(errs...)
-}
-
-// closeAll drops the descriptors without syncing (the volume failed to open).
-func (e *epochFiles) closeAll() {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	for _, fd := range e.fds {
-		unix.Close(fd)
-	}
-	e.fds = nil
 }

@@ -393,7 +393,7 @@ func (v *Volume) checkpoint(files map[string]FileStat) error {
 	// by a FUSE-backed source and would flush other tenants' data on a shared one. Namespace
 	// and attribute changes were made durable when they happened (Record).
 	if old != nil {
-		if err := old.files.syncAll(&next.files); err != nil {
+		if err := old.files.Sync(&next.files); err != nil {
 			return fmt.Errorf("sync source files: %w", err)
 		}
 	}
@@ -479,7 +479,7 @@ func (v *Volume) Close() error {
 func (v *Volume) closeFiles() error {
 	var errs []error
 	if ep := v.hot.Load(); ep != nil {
-		ep.files.closeAll()
+		ep.files.Close()
 	}
 	if v.j != nil {
 		errs = append(errs, v.j.Close())

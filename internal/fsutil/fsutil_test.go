@@ -86,3 +86,40 @@ func TestLocked(t *testing.T) {
 		t.Fatalf("locked file: locked %v, %v", l, err)
 	}
 }
+
+// TestSyncSet: one descriptor per inode however often it is added, still valid after the name
+// went away, and nothing left after Sync.
+func TestSyncSet(t *testing.T) {
+	d := t.TempDir()
+	var s SyncSet
+	p := filepath.Join(d, "f")
+	f, err := os.Create(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	g, err := os.Open(p) // another descriptor of the same inode
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	for _, fd := range []uintptr{f.Fd(), g.Fd(), f.Fd()} {
+		if err := s.Add(int(fd)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := s.Len(); n != 1 {
+		t.Fatalf("Len %d after adding one inode three times, want 1", n)
+	}
+	if err := os.Rename(p, filepath.Join(d, "g")); err != nil {
+		t.Fatal(err)
+	}
+	s.AddDir(d)
+	s.AddDir(filepath.Join(d, "gone")) // a directory removed since is not an error
+	if err := s.Sync(nil); err != nil {
+		t.Fatalf("Sync: %v", err)
+	}
+	if n := s.Len(); n != 0 {
+		t.Fatalf("Len %d after Sync, want 0", n)
+	}
+}
