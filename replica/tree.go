@@ -78,7 +78,7 @@ func (t *tree) open(p string, flags int, mode uint32) (int, error) {
 	if err := checkPath(p); err != nil {
 		return -1, err
 	}
-	fd, err := fsutil.OpenBeneath(t.fd, p, flags, mode)
+	fd, err := fsutil.OpenBeneath(t.fd, p, flags|unix.O_NOFOLLOW, mode)
 	if err != nil {
 		return -1, mapResolveErr(p, err)
 	}

@@ -50,7 +50,7 @@ func parentDir(p string) string { return filepath.Dir(p) }
 // parent directory is fsynced instead, which on journaling filesystems commits their inode too,
 // unless it is one of dirs, which the caller fsyncs next.
 func (v *Volume) syncObject(p string, dirs []string) error {
-	fd, err := fsutil.OpenBeneath(v.srcFd, p, unix.O_PATH, 0)
+	fd, err := fsutil.OpenBeneath(v.srcFd, p, unix.O_PATH|unix.O_NOFOLLOW, 0)
 	if err != nil {
 		return fmt.Errorf("open %s: %w", p, err)
 	}

@@ -57,10 +57,10 @@ func WriteFileAtomic(path string, b []byte, perm os.FileMode) error {
 const ResolveBeneath = unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS
 
 // OpenBeneath opens p relative to the directory dirfd with openat2(ResolveBeneath), adding
-// O_CLOEXEC and O_NOFOLLOW: a final symlink is not followed either (with O_PATH it is opened as
-// the link itself). p "." opens dirfd's directory again.
+// O_CLOEXEC. A final symlink is refused like any other (ELOOP) unless flags hold O_PATH and
+// O_NOFOLLOW, which open the link itself. p "." opens dirfd's directory again.
 func OpenBeneath(dirfd int, p string, flags int, mode uint32) (int, error) {
-	how := &unix.OpenHow{Flags: uint64(flags | unix.O_CLOEXEC | unix.O_NOFOLLOW), Mode: uint64(mode), Resolve: ResolveBeneath}
+	how := &unix.OpenHow{Flags: uint64(flags | unix.O_CLOEXEC), Mode: uint64(mode), Resolve: ResolveBeneath}
 	for try := 0; ; try++ {
 		fd, err := unix.Openat2(dirfd, p, how)
 		// EAGAIN: a rename elsewhere on the system raced the resolution; it is safe to retry.

@@ -47,7 +47,7 @@ func TestOpenBeneath(t *testing.T) {
 		{"out/secret", unix.O_RDONLY, false},
 		{"rel/f", unix.O_RDONLY, false},
 		{"fl", unix.O_RDONLY, false},
-		{"fl", unix.O_PATH, true}, // the link itself
+		{"fl", unix.O_PATH | unix.O_NOFOLLOW, true}, // the link itself
 		{"d/missing", unix.O_RDONLY, false},
 	} {
 		fd, err := OpenBeneath(dfd, c.path, c.flags, 0)
