@@ -85,7 +85,7 @@ func (s *Shipper) PlannedFailover(ctx context.Context, key string) (FailoverResu
 		return res, fmt.Errorf("planned failover %s is in doubt: run drfs failover --resolve first", h.Key)
 	case s.isDemoted():
 		return res, errors.New("this side was already demoted")
-	case s.vol.ResyncPending():
+	case s.resyncOutstanding():
 		return res, errors.New("a resync is under way (see drfs status): retry when replication_state is replicating")
 	}
 	if key == "" {

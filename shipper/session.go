@@ -225,6 +225,16 @@ func (s *Shipper) cycles(ctx context.Context) error {
 	return nil
 }
 
+// resyncOutstanding reports whether a resync pass has work left or has not yet been completed
+// on the replica (sync-complete): until then the replica is not at a seq.
+func (s *Shipper) resyncOutstanding() bool {
+	if s.vol.ResyncPending() {
+		return true
+	}
+	busy, _ := s.vol.Meta().Uint(keySyncBusy)
+	return busy != 0
+}
+
 // resyncAndComplete runs a pending resync pass, then tells the replica where it stands: at
 // the pending full-sync seq (or its applied seq for a repair), with journal logs up to the
 // barrier taken after the pass applied tolerantly, since the pass copied a state at least that

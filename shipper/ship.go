@@ -161,7 +161,7 @@ func (s *Shipper) SyncNow(ctx context.Context) (uint64, error) {
 	tick := time.NewTicker(2 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		if a := s.applied.Load(); a >= target && !s.vol.ResyncPending() {
+		if a := s.applied.Load(); a >= target && !s.resyncOutstanding() {
 			return a, nil
 		}
 		s.mu.Lock()

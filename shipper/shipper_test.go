@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -591,4 +592,56 @@ func TestShipper_ShipsOnlyDurableSeqs(t *testing.T) {
 	if len(dt.bad) > 0 {
 		t.Fatalf("%d of %d messages named seqs not yet durable, e.g. %s", len(dt.bad), dt.n, dt.bad[0])
 	}
+}
+
+// slowCompleteTarget holds every sync-complete after the first until released.
+type slowCompleteTarget struct {
+	Target
+	release chan struct{}
+	calls   atomic.Int32
+	done    atomic.Bool
+}
+
+func (s *slowCompleteTarget) SyncComplete(ctx context.Context, id string, gen, seq, end uint64, full bool) error {
+	if s.calls.Add(1) > 1 {
+		<-s.release
+	}
+	err := s.Target.SyncComplete(ctx, id, gen, seq, end, full)
+	s.done.Store(err == nil)
+	return err
+}
+
+// TestShipper_SyncWaitsForResyncCompletion: drfs sync must not report the replica caught up
+// while a repair pass has sent its blocks but not yet told the replica where it stands (the
+// replica is still marked inconsistent then).
+func TestShipper_SyncWaitsForResyncCompletion(t *testing.T) {
+	var sc *slowCompleteTarget
+	e := newEnv(t, Config{Schedule: Schedule{Continuous: true}}, func(tg Target) Target {
+		sc = &slowCompleteTarget{Target: tg, release: make(chan struct{})}
+		return sc
+	})
+	var once sync.Once
+	release := func() { once.Do(func() { close(sc.release) }) }
+	t.Cleanup(release) // registered after newEnv's: runs first, so the shipper can stop
+	e.write(t, 0, bytes.Repeat([]byte{3}, 1<<20))
+	e.sync(t) // the initial sync, completed
+	sc.done.Store(false)
+	// A region to repair (as after a crash), with the replica already at the journal's end.
+	if err := e.vol.Meta().AddResync([]volume.Extent{{Path: e.path, Len: -1, Reason: "test"}}); err != nil {
+		t.Fatal(err)
+	}
+	e.sh.Kick()
+	returned := make(chan struct{})
+	go func() { e.sync(t); close(returned) }()
+	select {
+	case <-returned:
+		t.Fatal("sync returned before the repair's completion reached the replica")
+	case <-time.After(500 * time.Millisecond):
+	}
+	release()
+	<-returned
+	if !sc.done.Load() {
+		t.Fatal("sync returned but sync-complete did not succeed")
+	}
+	e.checkEqual(t)
 }

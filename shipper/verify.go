@@ -36,7 +36,7 @@ type VerifyResult struct {
 // every file. Guests are paused for the whole comparison (its length is reported).
 func (s *Shipper) Verify(ctx context.Context) (res VerifyResult, err error) {
 	res.Differences = []Difference{}
-	if s.vol.ResyncPending() {
+	if s.resyncOutstanding() {
 		return res, errors.New("a resync is under way (see drfs status): the replica is not at a seq yet; retry later")
 	}
 	t0 := time.Now()
