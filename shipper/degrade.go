@@ -29,7 +29,8 @@ func (s *Shipper) watch(ctx context.Context) {
 			s.dirtySince = time.Time{}
 		}
 		lag := s.lagLocked(now)
-		if rpo := s.cfg.Schedule.RPO; rpo > 0 {
+		jmax := s.journalMax
+		if rpo := s.schedule.RPO; rpo > 0 {
 			if lag > rpo && !s.violating {
 				s.violating = true
 				s.violations++
@@ -41,13 +42,13 @@ func (s *Shipper) watch(ctx context.Context) {
 		}
 		s.mu.Unlock()
 		s.m.lag.Set(lag.Seconds())
-		if s.cfg.JournalMax > 0 && uint64(s.j.LastSeq()) > s.next.Load() &&
-			s.j.UsedFrom(journal.Seq(s.next.Load()+1)) > s.cfg.JournalMax {
+		if jmax > 0 && uint64(s.j.LastSeq()) > s.next.Load() &&
+			s.j.UsedFrom(journal.Seq(s.next.Load()+1)) > jmax {
 			s.tryDegrade()
 		}
 		// Shipped records leave the journal at the next checkpoint; with a journal limit, do
 		// not wait for the periodic one.
-		if s.cfg.JournalMax > 0 && s.j.Size() > s.cfg.JournalMax && s.vol.CheckpointSeq() < s.next.Load() &&
+		if jmax > 0 && s.j.Size() > jmax && s.vol.CheckpointSeq() < s.next.Load() &&
 			s.checkpointing.CompareAndSwap(false, true) {
 			go func() {
 				defer s.checkpointing.Store(false)

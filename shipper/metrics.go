@@ -91,7 +91,8 @@ func (c *statusCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	g(c.inDoubt, b(st.Failover == "in-doubt"))
 	g(c.rpoTarget, st.RPOTargetSeconds)
-	g(c.journalMax, float64(c.s.cfg.JournalMax))
+	_, jmax := c.s.sched()
+	g(c.journalMax, float64(jmax))
 	g(c.resync, b(c.s.vol.ResyncPending()))
 }
 

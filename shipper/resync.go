@@ -72,6 +72,9 @@ type resyncer struct {
 
 const resyncLogBytes = 32 << 20
 
+// limit is the raw size at which repairs are sent as one log: what the link grants a log now.
+func (rs *resyncer) limit() int64 { return min(resyncLogBytes, rs.s.member.Quantum()) }
+
 // estimate sums the file bytes under the extents, for progress.
 func (rs *resyncer) estimate(exts []volume.Extent) int64 {
 	var total int64
@@ -107,7 +110,7 @@ func (rs *resyncer) progress(n int64) {
 func (rs *resyncer) emit(op journal.Op, raw int64) error {
 	rs.ops = append(rs.ops, op)
 	rs.raw += raw + 64
-	if rs.raw >= resyncLogBytes {
+	if rs.raw >= rs.limit() {
 		return rs.flush()
 	}
 	return nil
@@ -134,8 +137,17 @@ func (rs *resyncer) flush() error {
 	if err != nil {
 		return err
 	}
-	s.throttle(rs.ctx, int64(len(b)))
-	if _, err := s.t.Send(rs.ctx, b); err != nil {
+	g, err := s.member.Acquire(rs.ctx)
+	if err != nil {
+		return err
+	}
+	_, err = s.send(rs.ctx, g, b)
+	if err != nil {
+		g.Done(0, 0, false, err)
+	} else {
+		g.Done(stats.RawBytes, int64(len(b)), rs.raw >= rs.limit(), nil)
+	}
+	if err != nil {
 		var ref *RefusedError
 		if errors.As(err, &ref) && (ref.Code == wire.CodeStale || ref.Code == wire.CodeVolume) {
 			return fmt.Errorf("%w: %s", ErrFenced, ref.Msg)

@@ -63,11 +63,12 @@ func (s *Shipper) heartbeat(ctx context.Context) error {
 
 // waitCycle blocks until the schedule says a cycle should start.
 func (s *Shipper) waitCycle(ctx context.Context, last time.Time) error {
-	sch := s.cfg.Schedule
 	tick := time.NewTicker(2 * time.Millisecond)
 	defer tick.Stop()
 	lastBeat := time.Now()
+	var lastEstimate time.Time
 	for {
+		sch, _ := s.sched() // a reload may change it while we wait
 		if time.Since(lastBeat) >= heartbeatEvery {
 			lastBeat = time.Now()
 			if err := s.heartbeat(ctx); err != nil {
@@ -84,13 +85,18 @@ func (s *Shipper) waitCycle(ctx context.Context, last time.Time) error {
 				return nil
 			}
 		case sch.RPO > 0:
-			if pending {
+			if pending && time.Since(lastEstimate) >= 20*time.Millisecond {
+				lastEstimate = time.Now()
 				s.mu.Lock()
 				lag := s.lagLocked(s.cfg.Now())
-				est := time.Duration(float64(s.vol.AppendedBytes()-s.appendedAt) / s.rate * float64(time.Second))
+				raw := s.vol.AppendedBytes() - s.appendedAt
 				s.mu.Unlock()
-				// Leave half of the target as margin for the transfer estimate's error.
-				if lag+est >= sch.RPO/2 {
+				// Ship once the lag, the wait for the link (behind the volumes ahead of this
+				// one) and the transfer reach half of the target, leaving the other half as
+				// margin for the estimate's error; or as soon as a full log's worth is
+				// waiting, so that a busy volume keeps the link busy rather than bunching
+				// its backlog up against its deadline.
+				if lag+s.member.Estimate(raw) >= sch.RPO/2 || raw >= s.member.Quantum() {
 					return nil
 				}
 			}

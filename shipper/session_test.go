@@ -7,7 +7,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"drfs/internal/logtest"
 	"drfs/journal"
@@ -89,6 +88,7 @@ func TestShipper_SessionReconciles(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			defer s.Close()
 			ctx, cancel := context.WithCancel(context.Background())
 			cancel() // reconcile only: no cycles
 			err = s.session(ctx)
@@ -108,28 +108,5 @@ func TestShipper_SessionReconciles(t *testing.T) {
 				t.Fatalf("next %d, want %d", s.next.Load(), c.resumed)
 			}
 		})
-	}
-}
-
-// TestShipper_Throttle: a log of n bytes under a limit of b bytes per second takes n/b, and a
-// cancelled context ends the wait.
-func TestShipper_Throttle(t *testing.T) {
-	s := &Shipper{cfg: Config{BWLimit: 1 << 20}}
-	t0 := time.Now()
-	s.throttle(context.Background(), 200<<10)
-	if d := time.Since(t0); d < 190*time.Millisecond {
-		t.Fatalf("200 KiB at 1 MiB/s passed in %s", d)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	t0 = time.Now()
-	s.throttle(ctx, 100<<20)
-	if d := time.Since(t0); d > time.Second {
-		t.Fatalf("a cancelled throttle waited %s", d)
-	}
-	t0 = time.Now()
-	(&Shipper{}).throttle(context.Background(), 1<<30)
-	if d := time.Since(t0); d > 100*time.Millisecond {
-		t.Fatalf("no limit, yet the throttle waited %s", d)
 	}
 }

@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"time"
 
 	"drfs/changelog"
 	"drfs/journal"
+	"drfs/link"
 	"drfs/wire"
 )
 
@@ -22,8 +24,21 @@ func (s *Shipper) shipAll(ctx context.Context) error {
 	return nil
 }
 
-// shipOne sends one change log starting at next+1 and ending at most at end.
+// shipOne sends one change log starting at next+1 and ending at most at end, as large as the
+// link grants.
 func (s *Shipper) shipOne(ctx context.Context, end uint64) error {
+	g, err := s.member.Acquire(ctx)
+	if err != nil {
+		return err
+	}
+	raw, wireBytes, full, err := s.shipGranted(ctx, end, g)
+	g.Done(raw, wireBytes, full, err)
+	return err
+}
+
+// shipGranted is shipOne once the link was granted; it returns the raw and encoded bytes the
+// replica acknowledged and whether the log was cut at the grant's size.
+func (s *Shipper) shipGranted(ctx context.Context, end uint64, g *link.Grant) (raw, wireBytes int64, full bool, err error) {
 	s.opMu.Lock()
 	defer s.opMu.Unlock()
 	t0 := time.Now()
@@ -33,14 +48,15 @@ func (s *Shipper) shipOne(ctx context.Context, end uint64) error {
 	// Only durable records leave the site: a record the primary could still lose must never
 	// reach the replica, or the two would diverge after a power loss here.
 	if err := s.j.Sync(journal.Seq(end)); err != nil {
-		return fmt.Errorf("sync journal: %w", err)
+		return 0, 0, false, fmt.Errorf("sync journal: %w", err)
 	}
+	limit := min(g.MaxRaw(), s.cfg.MaxLogBytes)
 	var ops []journal.Op
-	var raw int64
 	to := from - 1
 	stop := errors.New("full")
-	err := s.j.Read(journal.Seq(from), journal.Seq(end), func(r journal.Record) error {
-		if raw >= s.cfg.MaxLogBytes {
+	err = s.j.Read(journal.Seq(from), journal.Seq(end), func(r journal.Record) error {
+		if raw >= limit {
+			full = true
 			return stop
 		}
 		to = uint64(r.Seq)
@@ -61,10 +77,10 @@ func (s *Shipper) shipOne(ctx context.Context, end uint64) error {
 		return nil
 	})
 	if err != nil && !errors.Is(err, stop) {
-		return fmt.Errorf("read journal %d-%d: %w", from, end, err)
+		return 0, 0, false, fmt.Errorf("read journal %d-%d: %w", from, end, err)
 	}
 	if to < from {
-		return nil
+		return 0, 0, false, nil
 	}
 	l := &changelog.Log{
 		Header: changelog.Header{Kind: changelog.KindJournal, VolumeID: s.vol.ID(), Generation: s.vol.Generation(), FromSeq: from, ToSeq: to, Created: t0.UTC()},
@@ -72,24 +88,22 @@ func (s *Shipper) shipOne(ctx context.Context, end uint64) error {
 	}
 	b, stats, err := changelog.Marshal(l)
 	if err != nil {
-		return fmt.Errorf("encode change log: %w", err)
+		return 0, 0, false, fmt.Errorf("encode change log: %w", err)
 	}
-	s.throttle(ctx, int64(len(b)))
-	tSend := time.Now()
-	applied, err := s.t.Send(ctx, b)
+	applied, err := s.send(ctx, g, b)
 	var ref *RefusedError
 	if errors.As(err, &ref) {
 		switch ref.Code {
 		case wire.CodeGap:
 			s.log.Info("log refused as a gap: resending from the replica's seq", "seq", ref.Applied, "from", from, "to", to)
-			return s.realign(ref.Applied)
+			return 0, 0, false, s.realign(ref.Applied)
 		case wire.CodeStale, wire.CodeVolume:
-			return fmt.Errorf("%w: %s", ErrFenced, ref.Msg)
+			return 0, 0, false, fmt.Errorf("%w: %s", ErrFenced, ref.Msg)
 		case wire.CodeBadLog:
 			s.m.corrupt.Inc()
-			return fmt.Errorf("replica could not decode log %d-%d (corrupted in transit?): %s", from, to, ref.Msg)
+			return 0, 0, false, fmt.Errorf("replica could not decode log %d-%d (corrupted in transit?): %s", from, to, ref.Msg)
 		}
-		return err
+		return 0, 0, false, err
 	}
 	if err != nil {
 		if errors.Is(err, ErrReplicaApply) {
@@ -98,18 +112,15 @@ func (s *Shipper) shipOne(ctx context.Context, end uint64) error {
 			s.mu.Unlock()
 			s.applyErrs.Add(1)
 		}
-		return fmt.Errorf("send log %d-%d: %w", from, to, err)
+		return 0, 0, false, fmt.Errorf("send log %d-%d: %w", from, to, err)
 	}
 	if err := s.vol.Meta().SetUint(keyNext, to); err != nil {
-		return err
+		return 0, 0, false, err
 	}
 	s.next.Store(to)
 	s.applied.Store(applied)
 	now := time.Now()
 	s.mu.Lock()
-	if d := now.Sub(tSend).Seconds(); d > 0 {
-		s.rate = 0.7*s.rate + 0.3*float64(len(b))/d
-	}
 	if uint64(s.j.LastSeq()) == to {
 		s.dirtySince = time.Time{}
 		s.appendedAt = appendedAtCut
@@ -124,7 +135,27 @@ func (s *Shipper) shipOne(ctx context.Context, end uint64) error {
 	s.m.cycleDur.Observe(now.Sub(t0).Seconds())
 	s.m.ackedSeq.Set(float64(to))
 	s.vol.ReleaseJournal()
-	return nil
+	return stats.RawBytes, int64(len(b)), full, nil
+}
+
+// streamer is a Target that streams a log's body from a reader, so the link paces it while it
+// is on the wire (the HTTP target).
+type streamer interface {
+	SendStream(ctx context.Context, n int64, body func() io.Reader) (uint64, error)
+}
+
+// send delivers an encoded log under grant g: paced to the link budget while it is on the
+// wire, and the link told when the upload is over (the next log may start while this one is
+// applied).
+func (s *Shipper) send(ctx context.Context, g *link.Grant, b []byte) (uint64, error) {
+	if st, ok := s.t.(streamer); ok {
+		return st.SendStream(ctx, int64(len(b)), func() io.Reader { return g.Reader(ctx, b) })
+	}
+	if err := g.Pace(ctx, int64(len(b))); err != nil {
+		return 0, err
+	}
+	g.Sent()
+	return s.t.Send(ctx, b)
 }
 
 // realign moves next back (or forward) to what the replica has applied, if the journal still
@@ -140,18 +171,6 @@ func (s *Shipper) realign(applied uint64) error {
 	s.next.Store(applied)
 	s.applied.Store(applied)
 	return s.vol.Meta().SetUint(keyNext, applied)
-}
-
-// throttle sleeps so that the wire rate stays under BWLimit.
-func (s *Shipper) throttle(ctx context.Context, n int64) {
-	if s.cfg.BWLimit <= 0 {
-		return
-	}
-	d := time.Duration(float64(n) / float64(s.cfg.BWLimit) * float64(time.Second))
-	select {
-	case <-ctx.Done():
-	case <-time.After(d):
-	}
 }
 
 // SyncNow starts a cycle at once and waits until the replica has acknowledged every record

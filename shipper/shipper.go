@@ -15,6 +15,7 @@ import (
 
 	"drfs/internal/logging"
 	"drfs/journal"
+	"drfs/link"
 	"drfs/volume"
 	"drfs/wire"
 )
@@ -32,9 +33,14 @@ type Config struct {
 	Volume      *volume.Volume
 	Target      Target
 	Schedule    Schedule
-	BWLimit     int64 // bytes per second on the wire; 0 = unlimited
 	JournalMax  int64 // journal bytes kept for an absent replica before degrading; 0 = unlimited
 	MaxLogBytes int64 // raw bytes per change log (default 64 MiB)
+	// Link is the replica site's link, shared with the other volumes replicating there: it
+	// decides which volume's log goes next and how big it may be. Nil: the shipper has a
+	// link of its own, with BWLimit as its budget.
+	Link    *link.Link
+	BWLimit int64 // budget of the shipper's own link, bytes per second on the wire; 0 = none
+	Tier    int   // 1 (most important) .. 9 (0 is 9), the volume's place on a shared link
 	// Logger receives the shipper's messages (with volume and replica attributes added); nil
 	// discards them.
 	Logger *slog.Logger
@@ -67,6 +73,9 @@ type Status struct {
 	// none runs).
 	Failover    string `json:"failover,omitempty"`
 	FailoverKey string `json:"failover_key,omitempty"`
+	// Link is the volume's place on the replica site's link: tier, deadline, share and
+	// whether it is predicted to miss its RPO target.
+	Link *link.MemberStatus `json:"link,omitempty"`
 }
 
 // Shipper replicates one volume to one target.
@@ -78,11 +87,16 @@ type Shipper struct {
 	t   Target
 	m   *metrics
 
+	member  *link.Member
+	ownLink *link.Link // the link the shipper made for itself (no shared one), closed by Close
+
 	next          atomic.Uint64 // every seq <= next was shipped (or folded into a pending resync)
 	checkpointing atomic.Bool   // a checkpoint started by watch is running
 	applied       atomic.Uint64 // replica's applied seq as last reported
 
 	mu         sync.Mutex
+	schedule   Schedule
+	journalMax int64
 	dirtySince time.Time
 	lastErr    string
 	state      wire.ReplicationState
@@ -91,11 +105,10 @@ type Shipper struct {
 	retries    int64
 	syncDone   int64
 	syncTotal  int64
-	rate       float64 // measured wire bytes per second (EWMA)
-	degraded   bool    // journal folded into dirty extents; cleared when they are resynced
-	demoted    bool    // a planned failover handed the primary role over
-	failover   string  // phase of a planned failover, for Status
-	applyErr   string  // the replica's last "cannot apply" answer
+	degraded   bool   // journal folded into dirty extents; cleared when they are resynced
+	demoted    bool   // a planned failover handed the primary role over
+	failover   string // phase of a planned failover, for Status
+	applyErr   string // the replica's last "cannot apply" answer
 
 	// handOver is the planned failover whose outcome is open (mirrors the volume's record);
 	// handOverSeen the last hand-over request of the replica acted on (under mu).
@@ -113,7 +126,7 @@ type Shipper struct {
 	opMu sync.Mutex
 }
 
-// New returns a shipper; Run starts it.
+// New returns a shipper; Run starts it, Close ends it.
 func New(cfg Config) (*Shipper, error) {
 	if cfg.MaxLogBytes <= 0 {
 		cfg.MaxLogBytes = 64 << 20
@@ -122,7 +135,8 @@ func New(cfg Config) (*Shipper, error) {
 		cfg.Now = time.Now
 	}
 	log := logging.OrDiscard(cfg.Logger).With("volume", cfg.Volume.Name(), "replica", cfg.Target.String())
-	s := &Shipper{cfg: cfg, log: log, vol: cfg.Volume, j: cfg.Volume.Journal(), t: cfg.Target, m: newMetrics(), state: wire.StateConnecting, rate: 10 << 20, wake: make(chan struct{}, 1)}
+	s := &Shipper{cfg: cfg, log: log, vol: cfg.Volume, j: cfg.Volume.Journal(), t: cfg.Target, m: newMetrics(), state: wire.StateConnecting,
+		schedule: cfg.Schedule, journalMax: cfg.JournalMax, wake: make(chan struct{}, 1)}
 	next, err := s.vol.Meta().Uint(keyNext)
 	if err != nil {
 		return nil, err
@@ -147,17 +161,80 @@ func New(cfg Config) (*Shipper, error) {
 	if err := s.loadHandOver(); err != nil {
 		return nil, err
 	}
+	l := cfg.Link
+	if l == nil {
+		s.ownLink = link.New(link.Config{Site: cfg.Target.String(), Budget: cfg.BWLimit, Logger: cfg.Logger, Now: cfg.Now})
+		l = s.ownLink
+	}
+	s.member = l.Join(s.vol.Name(), linkParams(cfg.Schedule, cfg.Tier), s.demand)
 	return s, nil
 }
 
+// Close takes the shipper off its link; call it once Run returned.
+func (s *Shipper) Close() {
+	s.member.Leave()
+	if s.ownLink != nil {
+		s.ownLink.Close()
+	}
+}
+
+func linkParams(sch Schedule, tier int) link.Params {
+	p := link.Params{Tier: tier, RPO: sch.RPO}
+	if !sch.Continuous && sch.RPO == 0 {
+		p.Interval = sch.Interval
+	}
+	return p
+}
+
+// SetSchedule changes the schedule, the tier and the journal limit of a running shipper (a
+// configuration reload): the next cycle follows them; the connection to the replica stays.
+func (s *Shipper) SetSchedule(sch Schedule, tier int, journalMax int64) {
+	s.mu.Lock()
+	s.schedule, s.journalMax = sch, journalMax
+	s.mu.Unlock()
+	s.member.SetParams(linkParams(sch, tier))
+	s.Kick()
+}
+
+// sched returns the current schedule and journal limit.
+func (s *Shipper) sched() (Schedule, int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.schedule, s.journalMax
+}
+
+// demand is what the link samples of this volume's backlog.
+func (s *Shipper) demand() link.Demand {
+	st := s.status()
+	d := link.Demand{Pending: st.PendingBytes, Appended: s.vol.AppendedBytes()}
+	if left := st.SyncTotalBytes - st.SyncDoneBytes; st.State == wire.StateSyncing && left > 0 {
+		d.Pending += left
+	}
+	s.mu.Lock()
+	d.Oldest = s.dirtySince
+	s.mu.Unlock()
+	return d
+}
+
+// Member is the shipper's place on its link.
+func (s *Shipper) Member() *link.Member { return s.member }
+
 // Status returns the current replication status.
 func (s *Shipper) Status() Status {
+	st := s.status()
+	ms := s.member.Status()
+	st.Link = &ms
+	return st
+}
+
+// status is Status without the link's part.
+func (s *Shipper) status() Status {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	st := Status{
-		Replica: s.t.String(), Schedule: s.cfg.Schedule.String(), Generation: s.vol.Generation(),
+		Replica: s.t.String(), Schedule: s.schedule.String(), Generation: s.vol.Generation(),
 		AckedSeq: s.applied.Load(), LagSeconds: s.lagLocked(s.cfg.Now()).Seconds(),
-		PendingBytes: max(s.vol.AppendedBytes()-s.appendedAt, 0), RPOTargetSeconds: s.cfg.Schedule.RPO.Seconds(),
+		PendingBytes: max(s.vol.AppendedBytes()-s.appendedAt, 0), RPOTargetSeconds: s.schedule.RPO.Seconds(),
 		RPOViolations: s.violations, LastError: s.lastErr, State: s.state,
 		SyncDoneBytes: s.syncDone, SyncTotalBytes: s.syncTotal, Retries: s.retries,
 	}

@@ -138,6 +138,7 @@ func newEnv(t *testing.T, cfg Config, wrap func(Target) Target) *env {
 	t.Cleanup(func() {
 		e.cancel()
 		<-e.done
+		e.sh.Close()
 		unix.Close(e.fd)
 		tgt.Close()
 		vol.Close()
@@ -289,6 +290,27 @@ func TestShipper_RPO(t *testing.T) {
 	e.checkEqual(t)
 }
 
+// TestShipper_BWLimitPacesLogs: the shipper's own link holds its logs to BWLimit on the wire,
+// and a shared link hands the shipper's place to the next volume once it is closed.
+func TestShipper_BWLimitPacesLogs(t *testing.T) {
+	e := newEnv(t, Config{Schedule: Schedule{Continuous: true}, BWLimit: 1 << 20}, nil)
+	e.sync(t)
+	data := make([]byte, 768<<10)
+	chacha := rand.NewChaCha8([32]byte{1})
+	chacha.Read(data) // incompressible: the wire carries all of it
+	start := time.Now()
+	e.write(t, 0, data)
+	e.sync(t)
+	// 768 KiB at 1 MiB/s less one 20 ms burst: never under 0.7 s.
+	if d := time.Since(start); d < 700*time.Millisecond {
+		t.Fatalf("768 KiB reached the replica in %v under a 1 MiB/s limit", d)
+	}
+	e.checkEqual(t)
+	if st := e.sh.Status(); st.Link == nil || st.Link.ShareRatio != 1 || st.Link.Site == "" {
+		t.Fatalf("status of the shipper's link: %+v", st.Link)
+	}
+}
+
 func TestShipper_DegradeAndResync(t *testing.T) {
 	var slow *slowTarget
 	e := newEnv(t, Config{Schedule: Schedule{Continuous: true}, JournalMax: 3 << 20}, func(tg Target) Target {
@@ -380,6 +402,7 @@ func TestShipper_InitialSyncResumes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer sh.Close()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); sh.Run(ctx) }()

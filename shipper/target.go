@@ -130,13 +130,25 @@ func (t *httpTarget) Close() error {
 }
 
 func (t *httpTarget) do(ctx context.Context, method, path string, body []byte, out any) error {
+	if body == nil {
+		return t.doStream(ctx, method, path, 0, nil, out)
+	}
+	return t.doStream(ctx, method, path, int64(len(body)), func() io.Reader { return bytes.NewReader(body) }, out)
+}
+
+// doStream is do with a body of n bytes read from a reader body returns (nil: no body); body
+// is called again if the request must be sent again on a new connection.
+func (t *httpTarget) doStream(ctx context.Context, method, path string, n int64, body func() io.Reader, out any) error {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, method, t.base+path, bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(ctx, method, t.base+path, nil)
 	if err != nil {
 		return err
 	}
 	if body != nil {
+		req.Body = io.NopCloser(body())
+		req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(body()), nil }
+		req.ContentLength = n
 		req.Header.Set("Content-Type", "application/octet-stream")
 	}
 	resp, err := t.c.Do(req)
@@ -175,8 +187,14 @@ func (t *httpTarget) State(ctx context.Context) (wire.State, error) {
 }
 
 func (t *httpTarget) Send(ctx context.Context, b []byte) (uint64, error) {
+	return t.SendStream(ctx, int64(len(b)), func() io.Reader { return bytes.NewReader(b) })
+}
+
+// SendStream is Send with the log's n bytes read, while they go on the wire, from the reader
+// body returns (called again for a retry on a new connection).
+func (t *httpTarget) SendStream(ctx context.Context, n int64, body func() io.Reader) (uint64, error) {
 	var r wire.AppliedReply
-	err := t.do(ctx, "PUT", "/log", b, &r)
+	err := t.doStream(ctx, "PUT", "/log", n, body, &r)
 	return r.Applied, err
 }
 

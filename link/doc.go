@@ -1,0 +1,61 @@
+// Package link shares one replica site's network link between the volumes that replicate to
+// it, by RPO deadline and tier, and tells the operator, before it happens, which volume will
+// miss its RPO target when the link cannot carry everything.
+//
+// # Model
+//
+// A Link is one site's link. Each replicating volume Joins it as a Member with Params (tier,
+// RPO target or interval) and a Demand function the link samples: raw bytes waiting, raw bytes
+// ever appended (the write rate), and the time of the oldest change the replica has not
+// acknowledged. Every change log a shipper sends is one Grant: the shipper Acquires it, reads
+// at most Grant.MaxRaw bytes of its journal into one log, streams the log through Grant.Reader
+// (which paces it to the link budget and marks the upload finished) and reports the result
+// with Grant.Done. Logs are the unit of scheduling, and they are kept short (one Quantum of
+// link time, 2 s by default and at most a tenth of the smallest RPO target), so a critical
+// volume never waits behind a bulk volume's big log for longer than that.
+//
+// # Which log goes next
+//
+// Whenever the link is free — no upload under way and fewer than Slots logs waiting for their
+// acknowledgement — the waiting member with the smallest key goes next:
+//
+//  1. urgent members first (SetUrgent: a planned failover draining its last log with guests
+//     paused);
+//  2. effective tier: the member's tier (1 is the most important), less one for every Aging
+//     period (default 1 min) the request has waited, down to 0, ahead of every tier: a request
+//     waits at most tier × Aging (plus the logs in flight), so no volume waits forever, and a
+//     starving bulk volume takes one log at a time, not the link;
+//  3. earliest deadline first: deadline = oldest unacknowledged change + RPO target (the
+//     interval for an interval schedule, none for continuous);
+//  4. first come, first served.
+//
+// A second log may start while the first waits for the replica's acknowledgement (two Slots),
+// so the link does not idle while the replica applies. The link is work-conserving: it never
+// idles while a member waits, whatever the deadlines.
+//
+// # Capacity
+//
+// The link's capacity is measured from the logs it carries: the bytes acknowledged over the
+// time at least one log was in flight, counted only over windows when the link was saturated
+// (other members were waiting, or the log was cut at its size limit), since a trickle of small
+// logs measures latency, not bandwidth. The capacity used for planning is the configured
+// budget, or the measurement when it is lower (the real link may be narrower than the
+// operator thinks), or the measurement alone when no budget is set. With a budget, every
+// log's bytes are paced by one token bucket (golang.org/x/time/rate) shared by the members.
+//
+// # Plan and prediction
+//
+// Every Tick the link plans the shares: in the dispatch order (tier, then deadline), each
+// member gets what it needs to keep up with its writes and clear its backlog before its
+// deadline, min(left, r + B/max(T-L, T/4)) for write rate r, backlog B (wire bytes, from the
+// member's measured compression ratio), lag L and target T; what is left goes, in the same
+// order, to members with a backlog. From its share s, a member with an RPO target is predicted:
+//
+//	s > r:  it keeps up; its lag peaks at L + min(B, Q)/s when its next log (Q bytes) lands;
+//	s <= r: its backlog grows; its lag grows by 1 - s/r seconds every second, and reaches
+//	        the target in (T - L - Q/s) / (1 - s/r).
+//
+// A member whose predicted lag passes its target is at risk: status shows by how much and
+// when, the drfs_link_rpo_at_risk gauge is 1, and one log line says so (and one more when it
+// is no longer at risk).
+package link
