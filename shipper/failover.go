@@ -337,6 +337,9 @@ func (s *Shipper) handOverRequested(st wire.State) {
 // drain waits, with the volume paused, until the replica acknowledged seq. It gives up when
 // ctx ends, when this primary is fenced, or as soon as the replica reports it cannot apply.
 func (s *Shipper) drain(ctx context.Context, seq uint64) error {
+	// Guests are paused: this volume's last logs go ahead of every other volume's on the link.
+	s.member.SetUrgent(true)
+	defer s.member.SetUrgent(false)
 	applyErrs := s.applyErrs.Load()
 	tick := time.NewTicker(2 * time.Millisecond)
 	defer tick.Stop()
