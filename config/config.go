@@ -22,13 +22,20 @@ const (
 	MinSegmentSize = 1 << 20
 	// MinRPO is the smallest RPO target: below it, use interval: continuous.
 	MinRPO = 100 * time.Millisecond
+	// DefaultSocket is the daemon's socket when the file names none.
+	DefaultSocket = "/run/drfs/drfs.sock"
+	// DefaultFile is the daemon's configuration file when drfs daemon, status and reload name
+	// none.
+	DefaultFile = "/etc/drfs/drfs.yaml"
 )
 
 // Host is the configuration of `drfs daemon`: every volume of a primary host.
 type Host struct {
 	// File is the name the configuration was read from ("" when built from flags).
-	File    string
-	Certs   string // default certificate directory of this site (ca.pem, primary.pem, key.pem)
+	File  string
+	Certs string // default certificate directory of this site (ca.pem, primary.pem, key.pem)
+	// Socket is the unix socket on which the daemon answers drfs status and drfs reload.
+	Socket  string
 	Log     Log
 	Metrics Metrics
 	Sites   map[string]*Site // replica sites by name

@@ -115,7 +115,7 @@ func TestParse_Errors(t *testing.T) {
 		}},
 		{"names-sites.yaml", []string{
 			`names-sites.yaml:2: sites.DR: site name "DR": want lower-case letters, digits and dashes (a DNS label)`,
-			"names-sites.yaml:3: sites.DR.url: an https replica needs certs (create them with `drfs certs`)",
+			"names-sites.yaml:3: sites.DR.url: an https replica needs certs, a certificate directory (create one with `drfs certs`)",
 			`names-sites.yaml:5: sites.local.url: "file://relative/dir": want file:///ABSOLUTE/DIR`,
 			`names-sites.yaml:7: sites.plain.url: "http://dr.example.com:9740" is plaintext: use https, or set insecure for a loopback test`,
 			`names-sites.yaml:13: volumes[0].replica: site "dr" is not defined under sites`,
@@ -297,5 +297,21 @@ func TestParse_WrongShapeOnce(t *testing.T) {
 	_, err := Parse("w.yaml", []byte("sites: {r: {url: \"file:///r\"}}\nvolumes:\n  - {source: /s, state: /t, mountpoint: /m, replica: r, interval: [1]}\n"))
 	if err == nil || err.Error() != "w.yaml:3: volumes[0].interval: want a value, not a list" {
 		t.Errorf("got %v", err)
+	}
+}
+
+// SocketOf finds the daemon's socket in a file that has problems, even one that is not YAML.
+func TestSocketOf(t *testing.T) {
+	for _, c := range []struct{ data, want string }{
+		{"socket: /run/a.sock\nvolumes: []\n", "/run/a.sock"},
+		{"socket: /run/a.sock\nbogus: 1\n", "/run/a.sock"},
+		{"socket: '/run/b.sock'  # mine\nvolumes: [\n", "/run/b.sock"},
+		{"volumes: [\n", DefaultSocket},
+		{"socket: relative.sock\n", DefaultSocket},
+		{"", DefaultSocket},
+	} {
+		if got := SocketOf([]byte(c.data)); got != c.want {
+			t.Errorf("SocketOf(%q) = %q, want %q", c.data, got, c.want)
+		}
 	}
 }

@@ -81,6 +81,9 @@ func Diff(old, new *Host) Delta {
 			d.Bandwidth = append(d.Bandwidth, name)
 		}
 	}
+	if old.Socket != new.Socket {
+		d.Process = append(d.Process, "socket")
+	}
 	if old.Log != new.Log {
 		d.Process = append(d.Process, "log.format")
 	}

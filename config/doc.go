@@ -33,6 +33,8 @@
 // # The daemon's file
 //
 //	certs:      default certificate directory of this site (ca.pem, primary.pem, key.pem)
+//	socket:     unix socket drfs status and drfs reload reach the daemon on
+//	            (default /run/drfs/drfs.sock)
 //	log:
 //	  format:   text (default) or json, as --log-format
 //	metrics:

@@ -76,7 +76,7 @@ func TestFromMountFlags_Errors(t *testing.T) {
 			`--journal-max: only applies to a replicated volume (set --replica)`,
 		}},
 		{"https without certs", func(m *MountFlags) { m.Replica = "https://dr:9740" }, []string{
-			"--replica: an https replica needs certs (create them with `drfs certs`)",
+			"--replica: an https replica needs --certs, a certificate directory (create one with `drfs certs`)",
 		}},
 		{"plaintext", func(m *MountFlags) { m.Replica = "http://192.0.2.1:9740" }, []string{
 			`--replica: "http://192.0.2.1:9740" is plaintext: use https, or set --insecure for a loopback test`,

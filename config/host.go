@@ -21,7 +21,7 @@ import (
 
 // Keys of the daemon's file; doc.go describes each.
 var (
-	hostKeys    = []string{"certs", "log", "metrics", "sites", "volumes"}
+	hostKeys    = []string{"certs", "socket", "log", "metrics", "sites", "volumes"}
 	logKeys     = []string{"format"}
 	metricsKeys = []string{"listen", "pprof"}
 	siteKeys    = []string{"url", "bandwidth", "certs", "insecure"}
@@ -31,10 +31,10 @@ var (
 
 // rawHost is a daemon configuration as written, from a file or from flags, before validation.
 type rawHost struct {
-	certs, logFormat, metricsListen, pprof field
-	sites                                  []rawSite
-	volumes                                []rawVolume
-	volumesField                           field
+	certs, socket, logFormat, metricsListen, pprof field
+	sites                                          []rawSite
+	volumes                                        []rawVolume
+	volumesField                                   field
 }
 
 type rawSite struct {
@@ -71,7 +71,8 @@ func Parse(file string, data []byte) (*Host, error) {
 
 func (p *parser) rawHost(root *yaml.Node) rawHost {
 	m := p.mapping(root, "", hostKeys...)
-	raw := rawHost{certs: get(m, "", "certs", root.Line), volumesField: get(m, "", "volumes", root.Line)}
+	raw := rawHost{certs: get(m, "", "certs", root.Line), socket: get(m, "", "socket", root.Line),
+		volumesField: get(m, "", "volumes", root.Line)}
 	raw.logFormat, raw.metricsListen, raw.pprof = p.logMetrics(m)
 	for _, e := range p.entries(m["sites"]) {
 		path := "sites." + e.key.Value
@@ -176,6 +177,9 @@ func (p *parser) size(f field) (int64, bool) {
 func (p *parser) host(raw rawHost) *Host {
 	h := &Host{Sites: map[string]*Site{}}
 	h.Certs = p.absPath(raw.certs, false)
+	if h.Socket = p.absPath(raw.socket, false); h.Socket == "" {
+		h.Socket = DefaultSocket
+	}
 	h.Log.Format = p.logFormat(raw.logFormat)
 	h.Metrics.Listen = p.listenAddr(raw.metricsListen)
 	h.Metrics.Pprof = p.boolean(raw.pprof)
@@ -242,7 +246,7 @@ func (p *parser) site(rs rawSite, hostCerts string) *Site {
 		if u.Host == "" {
 			p.fail(rs.url, "%q: want https://HOST:PORT", raw)
 		} else if certs == "" {
-			p.fail(rs.url, "an https replica needs certs (create them with `drfs certs`)")
+			p.fail(rs.url, "an https replica needs %s, a certificate directory (create one with `drfs certs`)", lastKey(rs.certs.name))
 		}
 	case "http":
 		host := u.Hostname()
@@ -447,4 +451,26 @@ func within(p, dir string) bool {
 		return true
 	}
 	return strings.HasPrefix(p, dir+"/")
+}
+
+// SocketOf returns the daemon socket a configuration file names, read leniently (the file may
+// have other problems): drfs reload must reach the daemon running the old configuration to
+// hear why a new one is refused.
+func SocketOf(data []byte) string {
+	var f struct {
+		Socket string `yaml:"socket"`
+	}
+	if yaml.Unmarshal(data, &f) != nil {
+		// Not even YAML: the top-level line, as written.
+		for _, line := range strings.Split(string(data), "\n") {
+			if v, ok := strings.CutPrefix(line, "socket:"); ok {
+				v, _, _ = strings.Cut(v, "#")
+				f.Socket = strings.Trim(strings.TrimSpace(v), `"'`)
+			}
+		}
+	}
+	if filepath.IsAbs(f.Socket) {
+		return filepath.Clean(f.Socket)
+	}
+	return DefaultSocket
 }

@@ -12,6 +12,7 @@ import (
 type (
 	fileHost struct {
 		Certs   string              `yaml:"certs,omitempty"`
+		Socket  string              `yaml:"socket,omitempty"`
 		Log     *fileLog            `yaml:"log,omitempty"`
 		Metrics *fileMetrics        `yaml:"metrics,omitempty"`
 		Sites   map[string]fileSite `yaml:"sites,omitempty"`
@@ -68,7 +69,7 @@ type (
 // Marshal writes h as a configuration file that Parse reads back to an equal Host, every
 // default spelled out (drfs daemon --print-config, or flags turned into a file).
 func (h *Host) Marshal() ([]byte, error) {
-	f := fileHost{Certs: h.Certs, Log: &fileLog{h.Log.Format}, Metrics: marshalMetrics(h.Metrics)}
+	f := fileHost{Certs: h.Certs, Socket: h.Socket, Log: &fileLog{h.Log.Format}, Metrics: marshalMetrics(h.Metrics)}
 	if len(h.Sites) > 0 {
 		f.Sites = map[string]fileSite{}
 	}

@@ -23,12 +23,16 @@ type Client struct {
 
 // NewClient returns a client of the drfs using state directory state.
 func NewClient(state string) *Client {
-	path := SocketPath(state)
-	return &Client{state: state, hc: &http.Client{Transport: &http.Transport{
+	return &Client{state: state, hc: unixClient(SocketPath(state))}
+}
+
+// unixClient is an HTTP client whose every request goes to the unix socket path.
+func unixClient(path string) *http.Client {
+	return &http.Client{Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			var d net.Dialer
 			return d.DialContext(ctx, "unix", path)
-		}}}}
+		}}}
 }
 
 // waitGrace is how much longer than the server's own bound a client waits for the answer of
@@ -39,6 +43,14 @@ const waitGrace = time.Minute
 // reply carrying an error becomes an *Error; a request that reached no drfs matches
 // ErrNotRunning.
 func (c *Client) do(ctx context.Context, method, path string, timeout time.Duration, out any) error {
+	return call(ctx, c.hc, method, path, timeout, out, func(err error) error {
+		return &notRunningError{state: c.state, err: err}
+	})
+}
+
+// call is one request of a control client over hc; unreachable wraps the error of a request
+// that reached no server.
+func call(ctx context.Context, hc *http.Client, method, path string, timeout time.Duration, out any, unreachable func(error) error) error {
 	if timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, timeout)
@@ -48,9 +60,9 @@ func (c *Client) do(ctx context.Context, method, path string, timeout time.Durat
 	if err != nil {
 		return err
 	}
-	resp, err := c.hc.Do(req)
+	resp, err := hc.Do(req)
 	if err != nil {
-		return &notRunningError{state: c.state, err: err}
+		return unreachable(err)
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)

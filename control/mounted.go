@@ -3,6 +3,7 @@ package control
 import (
 	"context"
 	"errors"
+	"sync/atomic"
 
 	"drfs/internal/audit"
 	"drfs/seed"
@@ -13,65 +14,78 @@ import (
 // Mounted is the Service of a mounted volume and, when it replicates, its shipper.
 type Mounted struct {
 	Volume     *volume.Volume
-	Shipper    *shipper.Shipper // nil: mounted without a replica
 	Mountpoint string
+
+	ship atomic.Pointer[shipper.Shipper] // nil: mounted without a replica
 }
 
 var _ Service = (*Mounted)(nil)
+
+// SetShipper sets the shipper of the volume (nil: it has none), which may change while the
+// volume stays mounted (a reload that changes its replica).
+func (m *Mounted) SetShipper(s *shipper.Shipper) { m.ship.Store(s) }
+
+// Shipper is the volume's shipper, nil when it does not replicate.
+func (m *Mounted) Shipper() *shipper.Shipper { return m.ship.Load() }
 
 // Status implements Service.
 func (m *Mounted) Status(context.Context) Status {
 	st := Status{Volume: m.Volume.Status()}
 	st.Volume.Mountpoint = m.Mountpoint
-	if m.Shipper != nil {
-		ss := m.Shipper.Status()
+	if s := m.Shipper(); s != nil {
+		ss := s.Status()
 		st.Replication = &ss
 	}
 	return st
 }
 
-// needReplica is the error of an operation that needs a replica, on a volume without one.
-func (m *Mounted) needReplica(what string) error {
-	if m.Shipper != nil {
-		return nil
+// replicating returns the shipper of an operation that needs a replica, or the error of a
+// volume without one.
+func (m *Mounted) replicating(what string) (*shipper.Shipper, error) {
+	if s := m.Shipper(); s != nil {
+		return s, nil
 	}
-	return errors.New("this volume has no replica" + what + " (mount with --replica)")
+	return nil, errors.New("this volume has no replica" + what + " (give it one: replica in the configuration, or --replica)")
 }
 
 // Sync implements Service.
 func (m *Mounted) Sync(ctx context.Context) (SyncResult, error) {
-	if err := m.needReplica(""); err != nil {
+	s, err := m.replicating("")
+	if err != nil {
 		return SyncResult{}, err
 	}
-	seq, err := m.Shipper.SyncNow(ctx)
+	seq, err := s.SyncNow(ctx)
 	return SyncResult{AckedSeq: seq}, err
 }
 
 // Failover implements Service.
 func (m *Mounted) Failover(ctx context.Context, key string) (shipper.FailoverResult, error) {
-	if err := m.needReplica(" to fail over to"); err != nil {
+	s, err := m.replicating(" to fail over to")
+	if err != nil {
 		return shipper.FailoverResult{}, err
 	}
-	return m.Shipper.PlannedFailover(ctx, key)
+	return s.PlannedFailover(ctx, key)
 }
 
 // Resolve implements Service.
 func (m *Mounted) Resolve(ctx context.Context, force bool) (shipper.ResolveResult, error) {
-	if err := m.needReplica(""); err != nil {
+	s, err := m.replicating("")
+	if err != nil {
 		return shipper.ResolveResult{}, err
 	}
 	if force {
-		return m.Shipper.ForceResume()
+		return s.ForceResume()
 	}
-	return m.Shipper.Resolve(ctx)
+	return s.Resolve(ctx)
 }
 
 // Verify implements Service.
 func (m *Mounted) Verify(ctx context.Context) (shipper.VerifyResult, error) {
-	if err := m.needReplica(" to verify against"); err != nil {
+	s, err := m.replicating(" to verify against")
+	if err != nil {
 		return shipper.VerifyResult{}, err
 	}
-	return m.Shipper.Verify(ctx)
+	return s.Verify(ctx)
 }
 
 // SeedExport implements Service; the export is recorded in the volume's audit log.

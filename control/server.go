@@ -111,8 +111,12 @@ type Server struct {
 // (its lock): a socket left by an unclean stop is replaced. Only the socket's owner may
 // connect.
 func Listen(state string, svc Service, logger *slog.Logger) (*Server, error) {
+	return serveUnix(SocketPath(state), Handler(svc), logger)
+}
+
+// serveUnix serves h on a new unix socket at path (replacing one left there), mode 0600.
+func serveUnix(path string, h http.Handler, logger *slog.Logger) (*Server, error) {
 	logger = logging.OrDiscard(logger)
-	path := SocketPath(state)
 	os.Remove(path)
 	ln, err := net.Listen("unix", path)
 	if err != nil {
@@ -122,7 +126,7 @@ func Listen(state string, svc Service, logger *slog.Logger) (*Server, error) {
 		ln.Close()
 		return nil, err
 	}
-	hs := &http.Server{Handler: Handler(svc), ReadHeaderTimeout: 5 * time.Second, ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn)}
+	hs := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn)}
 	go func() {
 		if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			logger.Warn("control socket", "path", path, logging.Err(err))

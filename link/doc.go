@@ -45,17 +45,19 @@
 //
 // # Plan and prediction
 //
-// Every Tick the link plans the shares: in the dispatch order (tier, then deadline), each
-// member gets what it needs to keep up with its writes and clear its backlog before its
-// deadline, min(left, r + B/max(T-L, T/4)) for write rate r, backlog B (wire bytes, from the
-// member's measured compression ratio), lag L and target T; what is left goes, in the same
-// order, to members with a backlog. From its share s, a member with an RPO target is predicted:
+// Every Tick the link plans: in the dispatch order (tier, then deadline), each member is
+// left avail = C - (the write rates of the members before it) of the capacity C in the long
+// run, and first waits W = (their backlogs) / avail for what is queued ahead of it to clear.
+// With its write rate r, backlog B (wire bytes, from its measured compression ratio), lag L,
+// target T and a log of Q bytes, a member is predicted:
 //
-//	s > r:  it keeps up; its lag peaks at L + min(B, Q)/s when its next log (Q bytes) lands;
-//	s <= r: its backlog grows; its lag grows by 1 - s/r seconds every second, and reaches
-//	        the target in (T - L - Q/s) / (1 - s/r).
+//	avail > r:  it keeps up; its lag peaks at L + W + min(B, Q)/avail, when its next log lands;
+//	avail <= r: its lag grows by a second a second for W, then by 1 - avail/r a second: it
+//	            reaches T after W + (T - L - W) / (1 - avail/r) (at once if L + W >= T).
 //
-// A member whose predicted lag passes its target is at risk: status shows by how much and
-// when, the drfs_link_rpo_at_risk gauge is 1, and one log line says so (and one more when it
-// is no longer at risk).
+// A member whose lag is predicted to pass its target within four targets (an hour at least)
+// is at risk, after two plans in a row say so: status shows when, and its lag then (when its
+// next log lands, or one target from now when it falls behind); the drfs_link_rpo_at_risk
+// gauge is 1, and one log line says so (repeated every 10 min while it lasts, and one more
+// line once it was not at risk for 10 s).
 package link

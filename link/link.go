@@ -363,6 +363,8 @@ type riskState struct {
 	seen     int
 	okSince  time.Time
 	lastWarn time.Time
+	// missIn and lagThen are the last at-risk prediction, reported while shown.
+	missIn, lagThen time.Duration
 }
 
 const riskClear = 10 * time.Second

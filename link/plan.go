@@ -70,30 +70,22 @@ func (l *Link) planLocked(now time.Time) []func() {
 		}
 		return 1
 	})
-	left := c
-	for _, m := range order {
-		r, b := m.writeRate*m.ratio, float64(m.d.Pending)*m.ratio
-		h := time.Minute
-		if t := m.p.RPO; t > 0 {
-			h = max(t-m.lagLocked(now), t/4)
-		}
-		give := min(left, r+b/h.Seconds())
-		m.plan = plan{share: give}
-		left -= give
-	}
-	for _, m := range order {
-		if left <= 0 {
-			break
-		}
-		if b := float64(m.d.Pending) * m.ratio; b > 0 {
-			extra := min(left, b)
-			m.plan.share += extra
-			left -= extra
-		}
-	}
+	var used, ahead float64 // write rates and backlogs of the members before this one
 	var msgs []func()
 	for _, m := range order {
-		m.predictLocked(now, q)
+		r, b := m.writeRate*m.ratio, float64(m.d.Pending)*m.ratio
+		avail := max(c-used, 0)
+		wait := 0.0
+		if ahead > 0 {
+			wait = math.Inf(1)
+			if avail > 0 {
+				wait = ahead / avail
+			}
+		}
+		m.plan = plan{share: min(avail, r)}
+		m.predictLocked(now, avail, wait, q)
+		used += r
+		ahead += b
 		if f := m.riskLocked(now, c); f != nil {
 			msgs = append(msgs, f)
 		}
@@ -101,42 +93,45 @@ func (l *Link) planLocked(now time.Time) []func() {
 	return msgs
 }
 
-// predictLocked fills m.plan's prediction from its share (see the package documentation).
-func (m *Member) predictLocked(now time.Time, quantum float64) {
+// predictLocked fills m.plan's prediction: m gets avail bytes per second in the long run, once
+// the backlog of the members ahead of it cleared (wait seconds); see the package documentation.
+func (m *Member) predictLocked(now time.Time, avail, wait, quantum float64) {
 	t := m.p.RPO
 	if t <= 0 {
 		return
 	}
 	p := &m.plan
 	p.predicted = true
-	r, b, s := m.writeRate*m.ratio, float64(m.d.Pending)*m.ratio, p.share
-	lag := m.lagLocked(now)
-	q := min(b, quantum)
+	r, b := m.writeRate*m.ratio, float64(m.d.Pending)*m.ratio
+	lag := m.lagLocked(now).Seconds()
+	target := t.Seconds()
 	if b == 0 && r < 1 {
-		p.lagThen = lag
+		p.lagThen = m.lagLocked(now)
 		return
 	}
-	sec := func(x float64) time.Duration { return time.Duration(min(x, 1e6) * float64(time.Second)) }
-	if s > 0 && s > 1.02*r {
-		p.lagThen = lag + sec(q/s)
-		if p.lagThen > t {
-			p.atRisk, p.missIn = true, max(t-lag, 0)
+	sec := func(x float64) time.Duration { return time.Duration(min(x, 1e7) * float64(time.Second)) }
+	if avail > 1.02*r {
+		// It keeps up: its oldest change waits for the backlog ahead, then goes in one log.
+		peak := lag + wait + min(b, quantum)/avail
+		p.lagThen = sec(peak)
+		if peak > target {
+			p.atRisk, p.missIn = true, sec(max(target-lag, 0))
 		}
 		return
 	}
+	// It falls behind: its lag grows by a second a second while it waits, then by 1 - avail/r.
 	p.falling = true
-	g, qs := 1.0, 0.0
-	if s > 0 {
-		qs = q / s
-		if r > 0 {
-			g = 1 - s/r
-		}
+	g := 1.0
+	if r > 0 {
+		g = max(1-avail/r, 0.02)
 	}
-	g = max(g, 0.02)
-	miss := sec(max(t.Seconds()-lag.Seconds()-qs, 0) / g)
-	p.lagThen = lag + sec(t.Seconds()*g+qs)
-	if miss <= riskHorizon(t) {
-		p.atRisk, p.missIn = true, miss
+	miss := max(target-lag, 0)
+	if lag+wait < target {
+		miss = wait + (target-lag-wait)/g
+	}
+	p.lagThen = sec(lag + min(target, wait) + max(target-wait, 0)*g)
+	if sec(miss) <= riskHorizon(t) {
+		p.atRisk, p.missIn = true, sec(miss)
 	}
 }
 
@@ -146,6 +141,7 @@ func (m *Member) riskLocked(now time.Time, capacity float64) func() {
 	if p.atRisk {
 		rs.seen++
 		rs.okSince = time.Time{}
+		rs.missIn, rs.lagThen = p.missIn, p.lagThen
 	} else {
 		rs.seen = 0
 		if rs.okSince.IsZero() {

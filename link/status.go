@@ -97,7 +97,8 @@ func (m *Member) statusLocked(now time.Time, mine, total int64) MemberStatus {
 		st.ShareBytesPerSecond = float64(mine) / elapsed.Seconds()
 	}
 	if m.risk.shown {
-		st.MissInSeconds = m.plan.missIn.Seconds()
+		st.MissInSeconds = m.risk.missIn.Seconds()
+		st.PredictedLagSeconds = m.risk.lagThen.Seconds()
 	}
 	if !m.d.Oldest.IsZero() && m.p.target() > 0 {
 		st.HasDeadline = true

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"drfs/internal/units"
 )
 
 // Schedule says when cycles start.
@@ -41,9 +43,9 @@ func (s Schedule) String() string {
 	case s.Continuous:
 		return "continuous"
 	case s.RPO > 0:
-		return "rpo " + s.RPO.String()
+		return "rpo " + units.Duration(s.RPO)
 	}
-	return "every " + s.Interval.String()
+	return "every " + units.Duration(s.Interval)
 }
 
 // heartbeatEvery is how often an idle primary asks the replica for its state: it keeps the
@@ -89,7 +91,7 @@ func (s *Shipper) waitCycle(ctx context.Context, last time.Time) error {
 				lastEstimate = time.Now()
 				s.mu.Lock()
 				lag := s.lagLocked(s.cfg.Now())
-				raw := s.vol.AppendedBytes() - s.appendedAt
+				raw := s.pendingLocked()
 				s.mu.Unlock()
 				// Ship once the lag, the wait for the link (behind the volumes ahead of this
 				// one) and the transfer reach half of the target, leaving the other half as

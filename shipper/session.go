@@ -127,6 +127,7 @@ func (s *Shipper) session(ctx context.Context) error {
 			s.log.Info("resuming from the replica's seq", "seq", st.Applied)
 			s.opMu.Lock()
 			s.next.Store(st.Applied)
+			s.reanchor()
 			s.opMu.Unlock()
 		} else {
 			s.log.Info("replica is behind the journal's start: resyncing by block hash", "seq", st.Applied, "journal_first", first)
@@ -185,7 +186,7 @@ func (s *Shipper) pendSync(exts []volume.Extent, seq uint64) error {
 	}
 	s.next.Store(seq)
 	s.mu.Lock()
-	s.appendedAt = s.vol.AppendedBytes()
+	s.shippedMark = s.vol.AppendedBytes()
 	s.mu.Unlock()
 	return nil
 }

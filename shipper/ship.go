@@ -121,12 +121,13 @@ func (s *Shipper) shipGranted(ctx context.Context, end uint64, g *link.Grant) (r
 	s.applied.Store(applied)
 	now := time.Now()
 	s.mu.Lock()
+	s.shippedMark += raw
 	if uint64(s.j.LastSeq()) == to {
 		s.dirtySince = time.Time{}
-		s.appendedAt = appendedAtCut
+		// Caught up: every byte appended before the cut was shipped.
+		s.shippedMark = max(s.shippedMark, appendedAtCut)
 	} else if to == end {
 		s.dirtySince = cut
-		s.appendedAt = appendedAtCut
 	}
 	s.mu.Unlock()
 	s.m.logs.Inc()
@@ -135,7 +136,7 @@ func (s *Shipper) shipGranted(ctx context.Context, end uint64, g *link.Grant) (r
 	s.m.cycleDur.Observe(now.Sub(t0).Seconds())
 	s.m.ackedSeq.Set(float64(to))
 	s.vol.ReleaseJournal()
-	return stats.RawBytes, int64(len(b)), full, nil
+	return raw, int64(len(b)), full, nil
 }
 
 // streamer is a Target that streams a log's body from a reader, so the link paces it while it
@@ -170,6 +171,7 @@ func (s *Shipper) realign(applied uint64) error {
 	}
 	s.next.Store(applied)
 	s.applied.Store(applied)
+	s.reanchor()
 	return s.vol.Meta().SetUint(keyNext, applied)
 }
 

@@ -116,7 +116,10 @@ type Shipper struct {
 	handOverSeen string
 	applyErrs    atomic.Int64 // "cannot apply" answers of the replica
 	foMu         sync.Mutex   // one planned failover or resolution at a time
-	appendedAt   int64        // vol.AppendedBytes() when `next` was last advanced to the journal's end
+	// shippedMark is the vol.AppendedBytes() count of the records up to next: what is appended
+	// beyond it is pending. Exact while shipping; estimated from the journal's segments when
+	// next moves otherwise (opening, resuming from the replica's seq).
+	shippedMark int64
 
 	wake chan struct{}
 
@@ -148,7 +151,7 @@ func New(cfg Config) (*Shipper, error) {
 		// seed export, the seed's seq).
 		et.st = wire.State{VolumeID: s.vol.ID(), Name: s.vol.Name(), Generation: s.vol.Generation(), Applied: next, Consistent: true}
 	}
-	s.appendedAt = s.vol.AppendedBytes()
+	s.reanchor()
 	s.vol.SetRetention(func() journal.Seq { return journal.Seq(s.next.Load() + 1) })
 	s.vol.OnJournalFull(func() {
 		if uint64(s.j.LastSeq()) > s.next.Load() {
@@ -216,6 +219,27 @@ func (s *Shipper) demand() link.Demand {
 	return d
 }
 
+// pendingLocked is the raw bytes journaled and not shipped.
+func (s *Shipper) pendingLocked() int64 {
+	if uint64(s.j.LastSeq()) <= s.next.Load() {
+		return 0
+	}
+	return max(s.vol.AppendedBytes()-s.shippedMark, 0)
+}
+
+// reanchor estimates shippedMark after next moved other than by shipping: the journal bytes
+// after next, counted by whole segments, are pending.
+func (s *Shipper) reanchor() {
+	n := s.next.Load()
+	pending := int64(0)
+	if uint64(s.j.LastSeq()) > n {
+		pending = s.j.UsedFrom(journal.Seq(n + 1))
+	}
+	s.mu.Lock()
+	s.shippedMark = s.vol.AppendedBytes() - pending
+	s.mu.Unlock()
+}
+
 // Member is the shipper's place on its link.
 func (s *Shipper) Member() *link.Member { return s.member }
 
@@ -234,7 +258,7 @@ func (s *Shipper) status() Status {
 	st := Status{
 		Replica: s.t.String(), Schedule: s.schedule.String(), Generation: s.vol.Generation(),
 		AckedSeq: s.applied.Load(), LagSeconds: s.lagLocked(s.cfg.Now()).Seconds(),
-		PendingBytes: max(s.vol.AppendedBytes()-s.appendedAt, 0), RPOTargetSeconds: s.schedule.RPO.Seconds(),
+		PendingBytes: s.pendingLocked(), RPOTargetSeconds: s.schedule.RPO.Seconds(),
 		RPOViolations: s.violations, LastError: s.lastErr, State: s.state,
 		SyncDoneBytes: s.syncDone, SyncTotalBytes: s.syncTotal, Retries: s.retries,
 	}

@@ -32,7 +32,7 @@ func TestParseSchedule(t *testing.T) {
 		err      bool
 	}{
 		{"", 0, "every 30s", false},
-		{"5m", 0, "every 5m0s", false},
+		{"5m", 0, "every 5m", false},
 		{"continuous", 0, "continuous", false},
 		{"", 30 * time.Second, "rpo 30s", false},
 		{"30s", 30 * time.Second, "", true},

@@ -6,7 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log"
 	"log/slog"
 	"os"
 	"sync"
@@ -34,9 +33,6 @@ func newLogger(w io.Writer, format string) *slog.Logger {
 // commandLogger returns the logger of a one-shot command: "drfs: message key=value" lines on
 // stderr, without the time.
 func commandLogger() *slog.Logger { return slog.New(newLineHandler(os.Stderr, "drfs: ", false)) }
-
-// errorLog adapts l for the standard library's servers (http.Server.ErrorLog).
-func errorLog(l *slog.Logger) *log.Logger { return slog.NewLogLogger(l.Handler(), slog.LevelWarn) }
 
 // lineHandler writes the form operators and scripts know from the log package:
 //

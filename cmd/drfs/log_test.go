@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"drfs/internal/httpserve"
 	"encoding/json"
 	"errors"
 	"log/slog"
@@ -18,7 +19,7 @@ func TestLineHandler(t *testing.T) {
 	vl.Info("replica is at seq 7, resuming from there", "seq", 7)
 	vl.Warn("checkpoint", "err", errors.New("no space left"))
 	vl.WithGroup("g").Info("grouped", "a", 1)
-	errorLog(l).Printf("http: TLS handshake error from 127.0.0.1:5: bad certificate")
+	httpserve.ErrorLog(l).Printf("http: TLS handshake error from 127.0.0.1:5: bad certificate")
 
 	want := []string{
 		`stopped`,

@@ -15,13 +15,15 @@ import (
 const usage = `drfs — disaster-recovery filesystem for VM storage
 
 Usage:
+  drfs daemon [--config FILE] [--check | --print-config]   every volume of this host (default /etc/drfs/drfs.yaml)
+  drfs reload [--config FILE | --socket PATH]              make the daemon read its configuration again
   drfs mount --source DIR --state DIR [--volume NAME] [--metrics ADDR [--pprof]]
              [--replica URL [--interval D|continuous | --rpo D] [--bwlimit N] [--journal-max N]
               [--certs DIR]] MOUNTPOINT
-  drfs serve --dir DIR --listen ADDR --certs DIR [--keep-points N] [--keep-for D] [--metrics ADDR [--pprof]]
+  drfs serve --config FILE | --dir DIR --listen ADDR --certs DIR [--keep-points N] [--keep-for D] [--metrics ADDR [--pprof]]
   drfs certs init --out DIR --site NAME [--host NAME]... | request --out DIR --site NAME [--host NAME]...
              | sign --ca DIR --site NAME --out DIR REQUEST.csr
-  drfs status (--state DIR | --dir DIR) [--json]
+  drfs status [--config FILE | --socket PATH | --state DIR | --dir DIR] [--json]
   drfs points --dir DIR --volume NAME [--json]
   drfs sync --state DIR [--timeout D]
   drfs promote --dir DIR --volume NAME [--point SEQ | --time T] [--force]
@@ -50,6 +52,10 @@ func main() {
 	}
 	var cmd command
 	switch os.Args[1] {
+	case "daemon":
+		cmd = &daemonCommand{}
+	case "reload":
+		cmd = &reloadCommand{}
 	case "mount":
 		cmd = &mountCommand{}
 	case "status":

@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"drfs/changelog"
+	"drfs/internal/httpserve"
 	"drfs/internal/logging"
 	"drfs/internal/netutil"
 	"drfs/replica"
@@ -113,7 +114,7 @@ func (c *serveCommand) Run(ctx context.Context) error {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	srv.RegisterMetrics(reg)
 	if c.metrics != "" {
-		m, err := serveHTTP("tcp", c.metrics, metricsMux(reg, c.metrics, c.pprof), logger)
+		m, err := httpserve.Listen("tcp", c.metrics, httpserve.Metrics(reg, c.metrics, c.pprof), logger)
 		if err != nil {
 			return fmt.Errorf("metrics listener: %w", err)
 		}
@@ -123,7 +124,7 @@ func (c *serveCommand) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	hs := &http.Server{Handler: srv.Handler(), ErrorLog: errorLog(logger),
+	hs := &http.Server{Handler: srv.Handler(), ErrorLog: httpserve.ErrorLog(logger),
 		ReadHeaderTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10}
 	if !c.insecure {
 		var id tlsutil.Identity
@@ -145,7 +146,7 @@ func (c *serveCommand) Run(ctx context.Context) error {
 	// directory, since this process holds them.
 	sock := replica.Layout{Dir: c.dir}.Socket()
 	os.Remove(sock)
-	if ls, err := serveHTTP("unix", sock, srv.LocalHandler(), logger); err != nil {
+	if ls, err := httpserve.Listen("unix", sock, srv.LocalHandler(), logger); err != nil {
 		logger.Warn("local socket: drfs promote needs this server stopped", "path", sock, logging.Err(err))
 	} else {
 		os.Chmod(sock, 0o600)

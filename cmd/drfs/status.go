@@ -6,37 +6,52 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
+	"strconv"
+	"strings"
 	"text/tabwriter"
 	"time"
 
+	"drfs/config"
 	"drfs/control"
 	"drfs/internal/units"
 	"drfs/replica"
 )
 
 type statusCommand struct {
-	state, dir string
-	json       bool
+	state, dir, file, socket string
+	json                     bool
 }
 
 func (c *statusCommand) ParseFlags(args []string) error {
 	fs := flag.NewFlagSet("drfs status", flag.ContinueOnError)
-	fs.StringVar(&c.state, "state", "", "state directory of a primary volume")
+	fs.StringVar(&c.state, "state", "", "state directory of one primary volume")
 	fs.StringVar(&c.dir, "dir", "", "replica directory (as given to drfs serve)")
+	fs.StringVar(&c.file, "config", "", "every volume of the drfs daemon of this configuration (default "+config.DefaultFile+")")
+	fs.StringVar(&c.socket, "socket", "", "every volume of the drfs daemon answering on this socket")
 	fs.BoolVar(&c.json, "json", false, "print JSON instead of a table")
 	if err := parseNoArgs(fs, args); err != nil {
 		return err
 	}
-	if (c.state == "") == (c.dir == "") {
-		return errors.New("give either --state DIR (primary) or --dir DIR (replica)")
+	n := 0
+	for _, s := range []string{c.state, c.dir, c.file, c.socket} {
+		if s != "" {
+			n++
+		}
+	}
+	if n > 1 {
+		return errors.New("give either --state DIR (a primary volume), --dir DIR (a replica directory), --config FILE or --socket PATH (a host's daemon)")
 	}
 	return nil
 }
 
 func (c *statusCommand) Run(ctx context.Context) error {
-	if c.dir != "" {
+	switch {
+	case c.dir != "":
 		return c.replica()
+	case c.state == "":
+		return c.host(ctx)
 	}
 	st, err := control.ReadStatus(ctx, c.state)
 	if err != nil {
@@ -129,4 +144,136 @@ func (c *statusCommand) replica() error {
 			(time.Duration(r.LagSeconds * float64(time.Second))).Round(time.Second), r.Points, r.DataDir)
 	}
 	return tw.Flush()
+}
+
+// host shows every volume of a drfs daemon in one table, and its links.
+func (c *statusCommand) host(ctx context.Context) error {
+	file := c.file
+	if file == "" && c.socket == "" {
+		file = config.DefaultFile
+	}
+	sock := c.socket
+	if sock == "" {
+		var err error
+		if sock, err = hostSocket(file); err != nil {
+			return err
+		}
+	}
+	st, err := control.NewHostClient(sock).Status(ctx)
+	if errors.Is(err, control.ErrNotRunning) && file != "" {
+		if st, err = configuredStatus(ctx, file); err == nil {
+			fmt.Fprintf(os.Stderr, "drfs: no drfs daemon answers on %s: the volumes of %s as their state directories hold them\n", sock, file)
+		}
+	}
+	if err != nil {
+		return err
+	}
+	if c.json {
+		return printJSON(st)
+	}
+	printHost(os.Stdout, st, time.Now())
+	return nil
+}
+
+// configuredStatus is the status of the volumes of configuration file read from their state
+// directories (or their own drfs mount), when no daemon runs them.
+func configuredStatus(ctx context.Context, file string) (control.HostStatus, error) {
+	cfg, err := readHostConfig(file)
+	if err != nil {
+		return control.HostStatus{}, err
+	}
+	st := control.HostStatus{Config: file, Volumes: []control.HostVolume{}}
+	for _, v := range cfg.Volumes {
+		hv := control.HostVolume{Name: v.Name, State: "not running", Source: v.Source, StateDir: v.State,
+			Mountpoint: v.Mountpoint, Site: v.Replica, Tier: v.Tier}
+		if v.Replica != "" {
+			hv.Schedule = v.Schedule.String()
+		}
+		if vs, err := control.ReadStatus(ctx, v.State); err != nil {
+			hv.Error = err.Error()
+		} else {
+			hv.Status = &vs
+			if vs.Volume.Mounted {
+				hv.State = "mounted by another drfs"
+			}
+		}
+		st.Volumes = append(st.Volumes, hv)
+	}
+	return st, nil
+}
+
+// printHost writes the one-table view of a host.
+func printHost(w io.Writer, st control.HostStatus, now time.Time) {
+	if !st.Started.IsZero() {
+		fmt.Fprintf(w, "drfs daemon: %s, up %s, %d volumes\n\n", st.Config, now.Sub(st.Started).Round(time.Second), len(st.Volumes))
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "VOLUME\tSTATE\tSITE\tTIER\tTARGET\tLAG\tDEADLINE\tSHARE\tACKED/JOURNAL\tNOTE")
+	dur := func(sec float64) string {
+		return (time.Duration(sec * float64(time.Second))).Round(100 * time.Millisecond).String()
+	}
+	var notes []string
+	for _, v := range st.Volumes {
+		state, site, tier, target, lag, deadline, share, seqs, note := v.State, "-", "-", "-", "-", "-", "-", "-", ""
+		if v.Site != "" {
+			site, tier, target = v.Site, strconv.Itoa(v.Tier), strings.TrimPrefix(v.Schedule, "rpo ")
+		}
+		if vs := v.Status; vs != nil {
+			seqs = fmt.Sprintf("%d/%d", vs.Volume.AckedSeq, vs.Volume.JournalSeq)
+			if rs := vs.Replication; rs != nil {
+				state += ", " + string(rs.State)
+				lag = dur(rs.LagSeconds)
+				seqs = fmt.Sprintf("%d/%d", rs.AckedSeq, vs.Volume.JournalSeq)
+				if ls := rs.Link; ls != nil {
+					if ls.HasDeadline {
+						if ls.DeadlineInSeconds >= 0 {
+							deadline = "in " + dur(ls.DeadlineInSeconds)
+						} else {
+							deadline = dur(-ls.DeadlineInSeconds) + " ago"
+						}
+					}
+					share = fmt.Sprintf("%.0f%% %s/s", 100*ls.ShareRatio, units.Bytes(int64(ls.ShareBytesPerSecond)))
+					if ls.AtRisk {
+						note = fmt.Sprintf("AT RISK: lag passes %s in %s (lag %s then; gets %s/s, writes %s/s)", target,
+							dur(ls.MissInSeconds), dur(ls.PredictedLagSeconds), units.Bytes(int64(ls.PlannedBytesPerSecond)),
+							units.Bytes(int64(ls.WriteBytesPerSecond)))
+					}
+				}
+				if rs.RPOViolations > 0 {
+					note = strings.TrimSpace(fmt.Sprintf("%d violations; %s", rs.RPOViolations, note))
+				}
+				if rs.LastError != "" && rs.State != "replicating" {
+					notes = append(notes, fmt.Sprintf("%s: %s", v.Name, rs.LastError))
+				}
+			}
+		}
+		if v.Error != "" && v.State != control.VolumeRunning {
+			retry := ""
+			if !v.NextStart.IsZero() {
+				retry = fmt.Sprintf(", tried again in %s", v.NextStart.Sub(now).Round(time.Second))
+			}
+			note = fmt.Sprintf("%d failures%s", v.Restarts, retry)
+			notes = append(notes, fmt.Sprintf("%s: %s", v.Name, v.Error))
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", v.Name, state, site, tier, target, lag, deadline, share, seqs, note)
+	}
+	tw.Flush()
+	for _, l := range st.Links {
+		how := "measured"
+		if l.MeasuredBytesPerSecond == 0 {
+			how = "not measured yet"
+		}
+		budget := "no budget"
+		if l.BudgetBytesPerSecond > 0 {
+			budget = "budget " + units.Bytes(l.BudgetBytesPerSecond) + "/s"
+		}
+		fmt.Fprintf(w, "\nlink to %s: %s/s (%s, %s), busy %.0f%% of the last 30s\n", l.Site,
+			units.Bytes(int64(l.CapacityBytesPerSecond)), how, budget, 100*l.BusyRatio)
+	}
+	if len(notes) > 0 {
+		fmt.Fprintln(w)
+		for _, n := range notes {
+			fmt.Fprintln(w, n)
+		}
+	}
 }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"strconv"
 
+	"drfs/config"
 	"drfs/replica"
 	"drfs/volume"
 )
@@ -60,6 +61,10 @@ func (c *testFailoverCommand) Run(ctx context.Context) error {
 		return err
 	}
 	fmt.Fprintf(os.Stderr, "drfs: test failover of %s at seq %d: writable clone in %s; replication goes on untouched\n", c.volume, tf.Seq, tf.Dir)
-	m := &mountCommand{source: tf.Source, state: tf.State, mountpoint: c.mount, name: tf.Name}
-	return m.Run(ctx)
+	cfg, err := config.FromMountFlags(config.MountFlags{Source: tf.Source, State: tf.State, Mountpoint: c.mount, Name: tf.Name,
+		CheckpointInterval: volume.DefaultCheckpointInterval})
+	if err != nil {
+		return err
+	}
+	return (&mountCommand{cfg: cfg}).Run(ctx)
 }

@@ -7,6 +7,7 @@ import (
 	"math"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Bytes formats n as "512 B", "1.5 KiB", "20.0 MiB", ...
@@ -52,4 +53,16 @@ func ParseBytes(s string) (int64, error) {
 		return 0, fmt.Errorf("%q is too large (at most 8388607T)", s)
 	}
 	return n * mult, nil
+}
+
+// Duration formats d as time.Duration does, without zero trailing units: 1h, 5m, 1h30m, 30s.
+func Duration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
 }

@@ -3,6 +3,7 @@ package units
 import (
 	"math"
 	"testing"
+	"time"
 )
 
 func TestParseBytes(t *testing.T) {
@@ -94,6 +95,17 @@ func TestBytes(t *testing.T) {
 	for _, tt := range tests {
 		if got := Bytes(tt.in); got != tt.want {
 			t.Errorf("Bytes(%d) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}
+
+func TestDuration(t *testing.T) {
+	for d, want := range map[time.Duration]string{
+		time.Hour: "1h", 5 * time.Minute: "5m", 90 * time.Minute: "1h30m", 30 * time.Second: "30s",
+		time.Hour + time.Second: "1h0m1s", 1500 * time.Millisecond: "1.5s", 0: "0s",
+	} {
+		if got := Duration(d); got != want {
+			t.Errorf("Duration(%v) = %q, want %q", d, got, want)
 		}
 	}
 }

@@ -1,4 +1,4 @@
-package main
+package httpserve
 
 import (
 	"net/http"
@@ -10,7 +10,7 @@ import (
 
 // Go profiles (heap contents, goroutine stacks with arguments) are served only on a loopback
 // metrics address, or anywhere with an explicit --pprof; metrics are served everywhere.
-func TestMetricsMux_PprofOnlyOnLoopbackOrFlag(t *testing.T) {
+func TestMetrics_PprofOnlyOnLoopbackOrFlag(t *testing.T) {
 	for _, c := range []struct {
 		addr  string
 		flag  bool
@@ -25,7 +25,7 @@ func TestMetricsMux_PprofOnlyOnLoopbackOrFlag(t *testing.T) {
 		{"127.evil.example:9750", false, false},
 		{"0.0.0.0:9750", true, true},
 	} {
-		h := metricsMux(prometheus.NewRegistry(), c.addr, c.flag)
+		h := Metrics(prometheus.NewRegistry(), c.addr, c.flag)
 		get := func(path string) int {
 			rec := httptest.NewRecorder()
 			h.ServeHTTP(rec, httptest.NewRequest("GET", path, nil))
