@@ -83,7 +83,8 @@ type Volume struct {
 	SkipUnreplayable   bool
 	Debug              bool // log every FUSE request
 
-	line int
+	line  int
+	named bool // Name was given, not defaulted from the source
 }
 
 // Line is the line of the file the volume's entry starts on (0 when built from flags).
@@ -92,10 +93,17 @@ func (v *Volume) Line() int { return v.line }
 // Line is the line of the file the site's entry starts on (0 when built from flags).
 func (s *Site) Line() int { return s.line }
 
-// VolumeConfig returns what volume.Open needs to open v (without a Logger).
+// VolumeConfig returns what volume.Open needs to open v (without a Logger). A name that was
+// not given is left to the state directory: an existing volume keeps the name it was created
+// with (a promoted replica's data directory is not named after the volume), a new one is named
+// after its source.
 func (v *Volume) VolumeConfig() volume.Config {
+	name := v.Name
+	if !v.named {
+		name = ""
+	}
 	return volume.Config{
-		Source: v.Source, State: v.State, Mountpoint: v.Mountpoint, Name: v.Name,
+		Source: v.Source, State: v.State, Mountpoint: v.Mountpoint, Name: name,
 		CheckpointInterval: v.CheckpointInterval, SegmentSize: v.SegmentSize,
 		SkipUnreplayable: v.SkipUnreplayable,
 	}

@@ -46,13 +46,13 @@ func TestParse_Valid(t *testing.T) {
 	want := []Volume{
 		{Name: "erp", Source: "/srv/erp.real", State: "/var/lib/drfs/erp", Mountpoint: "/srv/erp",
 			Replica: "dr", Schedule: shipper.Schedule{RPO: 30 * time.Second}, Tier: 1, JournalMax: 20 << 30,
-			CheckpointInterval: 30 * time.Second, SegmentSize: 64 << 20, line: 19},
+			CheckpointInterval: 30 * time.Second, SegmentSize: 64 << 20, line: 19, named: true},
 		{Name: "build", Source: "/srv/build.real", State: "/var/lib/drfs/build", Mountpoint: "/srv/build",
 			Replica: "dr", Schedule: shipper.Schedule{RPO: time.Hour}, Tier: 3,
-			CheckpointInterval: 30 * time.Second, SegmentSize: 64 << 20, line: 28},
+			CheckpointInterval: 30 * time.Second, SegmentSize: 64 << 20, line: 28, named: true},
 		{Name: "archive", Source: "/srv/archive.real", State: "/var/lib/drfs/archive", Mountpoint: "/srv/archive",
 			Replica: "usb", Schedule: shipper.Schedule{Interval: 24 * time.Hour}, Tier: LowestTier,
-			CheckpointInterval: time.Minute, SegmentSize: 128 << 20, line: 36},
+			CheckpointInterval: time.Minute, SegmentSize: 128 << 20, line: 36, named: true},
 		{Name: "scratch.real", Source: "/srv/scratch.real", State: "/var/lib/drfs/scratch", Mountpoint: "/srv/scratch",
 			Tier: LowestTier, CheckpointInterval: 30 * time.Second, SegmentSize: 64 << 20, line: 45},
 	}

@@ -49,7 +49,8 @@
 //	    certs:     certificate directory for this site (default: the top-level certs)
 //	    insecure:  true allows the plaintext http:// URL (loopback only), as --insecure
 //	volumes:    a list; each entry is one volume (one consistency group):
-//	  - name:                as --volume (default: base name of source)
+//	  - name:                as --volume (default: the name the state directory holds, or
+//	                         the base name of source for a new volume)
 //	    source:              as --source (required)
 //	    state:               as --state (required)
 //	    mountpoint:          as MOUNTPOINT (required)

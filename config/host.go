@@ -273,7 +273,7 @@ func (p *parser) volume(rv rawVolume, raw rawHost, h *Host) *Volume {
 	v.State = p.absPath(rv.state, true)
 	v.Mountpoint = p.absPath(rv.mountpoint, true)
 	if name, ok := p.scalar(rv.name); ok {
-		v.Name = name
+		v.Name, v.named = name, true
 	} else if v.Source != "" {
 		v.Name = filepath.Base(v.Source)
 	}

@@ -32,7 +32,7 @@ type (
 		Insecure  bool   `yaml:"insecure,omitempty"`
 	}
 	fileVolume struct {
-		Name               string `yaml:"name"`
+		Name               string `yaml:"name,omitempty"`
 		Source             string `yaml:"source"`
 		State              string `yaml:"state"`
 		Mountpoint         string `yaml:"mountpoint"`
@@ -77,9 +77,12 @@ func (h *Host) Marshal() ([]byte, error) {
 		f.Sites[name] = fileSite{URL: s.URL, Bandwidth: bytesString(s.Bandwidth), Certs: s.Certs, Insecure: s.Insecure}
 	}
 	for _, v := range h.Volumes {
-		fv := fileVolume{Name: v.Name, Source: v.Source, State: v.State, Mountpoint: v.Mountpoint,
+		fv := fileVolume{Source: v.Source, State: v.State, Mountpoint: v.Mountpoint,
 			CheckpointInterval: v.CheckpointInterval.String(), SegmentSize: bytesString(v.SegmentSize),
 			SkipUnreplayable: v.SkipUnreplayable, Debug: v.Debug}
+		if v.named {
+			fv.Name = v.Name
+		}
 		if v.Replica != "" {
 			fv.Replica, fv.Tier, fv.JournalMax = v.Replica, v.Tier, bytesString(v.JournalMax)
 			switch s := v.Schedule; {

@@ -293,8 +293,14 @@ func (r *runner) start() (inst *instance, err error) {
 	if err != nil {
 		return nil, err
 	}
-	inst = &instance{r: r, log: r.log, vol: vol, mnt: v.Mountpoint, unmounted: make(chan struct{}), failed: make(chan error, 1),
-		metrics: volumeRegisterer(r.h.reg, r.name)}
+	// The volume's own name (its state directory's, when the configuration gives none) labels
+	// what it logs and exports.
+	log := r.log
+	if vol.Name() != r.name {
+		log = r.h.log.With("volume", vol.Name())
+	}
+	inst = &instance{r: r, log: log, vol: vol, mnt: v.Mountpoint, unmounted: make(chan struct{}), failed: make(chan error, 1),
+		metrics: volumeRegisterer(r.h.reg, vol.Name())}
 	inst.mounted = &control.Mounted{Volume: vol, Mountpoint: v.Mountpoint}
 	defer func() {
 		if err != nil {
@@ -302,10 +308,10 @@ func (r *runner) start() (inst *instance, err error) {
 			inst = nil
 		}
 	}()
-	reportStart(r.log, vol)
+	reportStart(log, vol)
 	for _, reg := range []func(prometheus.Registerer) error{vol.RegisterMetrics, vol.Journal().RegisterMetrics} {
 		if err := reg(inst.metrics); err != nil {
-			r.log.Warn("metrics", logging.Err(err))
+			log.Warn("metrics", logging.Err(err))
 		}
 	}
 	// Everything that answers questions about the volume starts before the mount appears,
@@ -318,15 +324,15 @@ func (r *runner) start() (inst *instance, err error) {
 		// No consumer needs the journal past a checkpoint.
 		vol.SetRetention(func() journal.Seq { return 0 })
 	}
-	if inst.ctl, err = control.Listen(vol.StateDir(), inst.mounted, r.log); err != nil {
-		r.log.Warn("control socket: drfs status will read the state dir instead", logging.Err(err))
+	if inst.ctl, err = control.Listen(vol.StateDir(), inst.mounted, log); err != nil {
+		log.Warn("control socket: drfs status will read the state dir instead", logging.Err(err))
 		err = nil
 	}
 	if inst.server, err = mountFUSE(vol, v.Mountpoint, v.Debug); err != nil {
 		return inst, fmt.Errorf("mount %s: %w", v.Mountpoint, err)
 	}
 	go func() { inst.server.Wait(); close(inst.unmounted) }()
-	r.log.Info("mounted volume", "id", vol.ID(), "source", vol.Source(), "mountpoint", v.Mountpoint)
+	log.Info("mounted volume", "id", vol.ID(), "source", vol.Source(), "mountpoint", v.Mountpoint)
 	return inst, nil
 }
 

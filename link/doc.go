@@ -51,7 +51,8 @@
 // With its write rate r, backlog B (wire bytes, from its measured compression ratio), lag L,
 // target T and a log of Q bytes, a member is predicted:
 //
-//	avail > r:  it keeps up; its lag peaks at L + W + min(B, Q)/avail, when its next log lands;
+//	avail > r:  it keeps up; its lag peaks at L + W + min(B, Q)/avail, when its next log lands,
+//	            or at W + B/avail, when the last of its backlog lands (a burst of writes);
 //	avail <= r: its lag grows by a second a second for W, then by 1 - avail/r a second: it
 //	            reaches T after W + (T - L - W) / (1 - avail/r) (at once if L + W >= T).
 //

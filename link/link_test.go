@@ -443,6 +443,23 @@ func TestLink_NoRiskWhenTheLinkSuffices(t *testing.T) {
 	}
 }
 
+// A burst bigger than the link carries within the target is at risk even when the volume
+// writes nothing more: its last bytes land after the target.
+func TestLink_BurstAtRisk(t *testing.T) {
+	l, c := testLink(t, Config{Budget: 1 << 20})
+	_, d := join(l, "bulk", Params{Tier: 5, RPO: 20 * time.Second})
+	now := c.Now()
+	d.set(func(x *Demand) { x.Appended, x.Pending, x.Oldest = 24<<20, 24<<20, now })
+	for range 3 {
+		l.tick()
+		c.Add(500 * time.Millisecond)
+	}
+	st := l.Status().Members[0]
+	if !st.AtRisk || st.PredictedLagSeconds < 20 {
+		t.Fatalf("24 MiB at 1 MiB/s with a 20 s target: %+v", st)
+	}
+}
+
 // Estimate counts the backlog of the members ahead in the order, not of those behind.
 func TestMember_EstimateCountsThoseAhead(t *testing.T) {
 	l, c := testLink(t, Config{Budget: 1 << 20})
@@ -484,6 +501,15 @@ drfs_link_wire_bytes_total{site="dr",volume="b"} 0
 	b.Leave()
 	if n, _ := testutil.GatherAndCount(reg, "drfs_link_share_ratio"); n != 1 {
 		t.Fatalf("share series %d after b left", n)
+	}
+	// A second link (another site) registers beside the first one.
+	l2, _ := testLink(t, Config{Site: "usb"})
+	join(l2, "a", Params{})
+	if err := reg.Register(l2.Collector()); err != nil {
+		t.Fatalf("a second link's collector: %v", err)
+	}
+	if n, err := testutil.GatherAndCount(reg, "drfs_link_capacity_bytes_per_second"); err != nil || n != 2 {
+		t.Fatalf("capacity series of two links: %d, %v", n, err)
 	}
 	if problems, err := testutil.CollectAndLint(l.Collector()); err != nil || len(problems) > 0 {
 		t.Fatalf("lint: %v %+v", err, problems)

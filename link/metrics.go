@@ -52,13 +52,9 @@ func (l *Link) Collector() prometheus.Collector {
 	}
 }
 
-func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.capacity, c.measured, c.budget, c.busy, c.busyTotal, c.wire, c.share,
-		c.planned, c.writes, c.backlog, c.atRisk, c.missIn, c.pred, c.deadline} {
-		ch <- d
-	}
-	c.l.m.wait.Describe(ch)
-}
+// Describe describes nothing: the collector is unchecked, so that the collectors of several
+// links (the same names, another site label) can share one registry.
+func (c *collector) Describe(chan<- *prometheus.Desc) {}
 
 func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	l := c.l

@@ -111,8 +111,10 @@ func (m *Member) predictLocked(now time.Time, avail, wait, quantum float64) {
 	}
 	sec := func(x float64) time.Duration { return time.Duration(min(x, 1e7) * float64(time.Second)) }
 	if avail > 1.02*r {
-		// It keeps up: its oldest change waits for the backlog ahead, then goes in one log.
-		peak := lag + wait + min(b, quantum)/avail
+		// It keeps up: its oldest change waits for the backlog ahead, then goes in one log;
+		// and the last byte of its backlog, written now at the latest, is as old as the
+		// time it takes to ship the backlog (a burst of writes).
+		peak := max(lag+wait+min(b, quantum)/avail, wait+b/avail)
 		p.lagThen = sec(peak)
 		if peak > target {
 			p.atRisk, p.missIn = true, sec(max(target-lag, 0))
