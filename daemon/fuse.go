@@ -112,8 +112,10 @@ func detachDead(mnt string, logger *slog.Logger) {
 	}
 	// Mounts can be stacked (several crashes in a row): detach until the directory answers.
 	for i := 0; i < 16; i++ {
-		var st unix.Stat_t
-		if err := unix.Stat(path, &st); !errors.Is(err, unix.ENOTCONN) {
+		// statfs, not stat: the kernel answers stat from its attribute cache for a while
+		// after the daemon died; every statfs asks the daemon.
+		var st unix.Statfs_t
+		if err := unix.Statfs(path, &st); !errors.Is(err, unix.ENOTCONN) {
 			return
 		}
 		f, err := os.Open("/proc/self/mountinfo")
