@@ -16,7 +16,7 @@ FUZZTIME    ?= 20s
 # proxy; its semver (v0.6.1) predates Go 1.26.
 STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: all build drfs drfsloop test torture demo bench check fmt vet staticcheck fuzz clean
+.PHONY: all build drfs drfsloop install uninstall test torture demo bench check fmt vet staticcheck fuzz clean
 
 all: check build test
 
@@ -27,6 +27,59 @@ drfs:
 
 drfsloop:
 	$(GO) build -o $(BIN)/drfsloop ./cmd/drfsloop
+
+# make install [PREFIX=/usr/local] [DESTDIR=/staging/root]: the binary, the systemd units
+# of deploy/systemd (their /usr/local/bin/drfs made $(PREFIX)/bin/drfs) and, only where
+# none exists yet, the example configuration of deploy/drfs: an operator's file is never
+# replaced. systemd is told about the units when it runs this host (no DESTDIR).
+PREFIX  ?= /usr/local
+DESTDIR ?=
+UNITDIR ?= /etc/systemd/system
+CONFDIR ?= /etc/drfs
+systemd_running = [[ -z "$(DESTDIR)" && -d /run/systemd/system ]]
+
+install: drfs
+	install -D -m 0755 $(BIN)/drfs $(DESTDIR)$(PREFIX)/bin/drfs
+	install -d -m 0755 $(DESTDIR)$(UNITDIR) $(DESTDIR)$(CONFDIR)
+	@for unit in deploy/systemd/*.service; do \
+		dst=$(DESTDIR)$(UNITDIR)/$${unit##*/}; \
+		sed 's|/usr/local/bin/drfs|$(PREFIX)/bin/drfs|g' "$$unit" >$(BIN)/unit.tmp; \
+		install -m 0644 $(BIN)/unit.tmp "$$dst"; \
+		echo "installed $$dst"; \
+	done; \
+	rm -f $(BIN)/unit.tmp
+	@for conf in deploy/drfs/*.yaml; do \
+		dst=$(DESTDIR)$(CONFDIR)/$${conf##*/}; \
+		if [[ -e $$dst ]]; then \
+			echo "kept $$dst: it exists (the example is $$conf)"; \
+		else \
+			install -m 0644 "$$conf" "$$dst"; \
+			echo "installed $$dst"; \
+		fi; \
+	done
+	@if $(systemd_running); then echo systemctl daemon-reload; systemctl daemon-reload; fi
+	@echo
+	@echo "drfs is installed. Next:"
+	@echo "  edit $(CONFDIR)/drfs.yaml"
+	@echo "  $(PREFIX)/bin/drfs daemon --check"
+	@echo "  systemctl enable --now drfs"
+
+# Removes the binary and the units; the configuration in $(CONFDIR) stays. An enabled unit
+# is disabled first; a running one keeps running (stopping it unmounts its volumes).
+uninstall:
+	@for unit in deploy/systemd/*.service; do \
+		name=$${unit##*/}; \
+		if $(systemd_running) && [[ -e $(UNITDIR)/$$name ]]; then \
+			systemctl disable "$$name"; \
+			if systemctl is-active --quiet "$$name"; then \
+				echo "$$name still runs: systemctl stop $${name%.service} unmounts its volumes"; \
+			fi; \
+		fi; \
+		rm -fv $(DESTDIR)$(UNITDIR)/$$name; \
+	done
+	@rm -fv $(DESTDIR)$(PREFIX)/bin/drfs
+	@if $(systemd_running); then echo systemctl daemon-reload; systemctl daemon-reload; fi
+	@echo "kept the configuration in $(DESTDIR)$(CONFDIR)"
 
 test:
 	bash scripts/deps.sh

@@ -1,9 +1,13 @@
 package daemon
 
 import (
+	"bufio"
+	"errors"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
@@ -18,7 +22,8 @@ import (
 // mountFUSE mounts vol on mnt as drfs does for every volume: kernel passthrough off (writes
 // must reach the journal), 1 MiB writes, locks forwarded, and for root allow_other with the
 // kernel's permission checks, so a hypervisor's own user works as on the source directory.
-func mountFUSE(vol *volume.Volume, mnt string, debug bool) (*fuse.Server, error) {
+func mountFUSE(vol *volume.Volume, mnt string, logger *slog.Logger, debug bool) (*fuse.Server, error) {
+	detachDead(mnt, logger)
 	root, err := drfsfs.NewRoot(vol)
 	if err != nil {
 		return nil, err
@@ -89,4 +94,87 @@ func reportStart(logger *slog.Logger, vol *volume.Volume) {
 	if st.ChangedBack > 0 {
 		logger.Warn("files were changed in the source while drfs was not mounted; marked for resync", "files", st.ChangedBack)
 	}
+}
+
+// fuseType is the mountinfo file system type of a drfs mount (go-fuse's Name "drfs").
+const fuseType = "fuse.drfs"
+
+// detachDead lazily unmounts what a drfs that died (kill -9, a panic, systemd's watchdog
+// abort) left on mnt. Its FUSE mount stays behind, answers every access with ENOTCONN, and
+// the kernel refuses to mount over it: without this, a restarted daemon (Restart=on-failure)
+// could never bring the volume back by itself. Only a dead drfs mount is touched; a live one,
+// or another file system, is left to fail the mount as before.
+func detachDead(mnt string, logger *slog.Logger) {
+	// Resolve the parent only: the mountpoint itself cannot be looked at.
+	path := mnt
+	if dir, err := filepath.EvalSymlinks(filepath.Dir(mnt)); err == nil {
+		path = filepath.Join(dir, filepath.Base(mnt))
+	}
+	// Mounts can be stacked (several crashes in a row): detach until the directory answers.
+	for i := 0; i < 16; i++ {
+		// statfs, not stat: the kernel answers stat from its attribute cache for a while
+		// after the daemon died; every statfs asks the daemon.
+		var st unix.Statfs_t
+		if err := unix.Statfs(path, &st); !errors.Is(err, unix.ENOTCONN) {
+			return
+		}
+		f, err := os.Open("/proc/self/mountinfo")
+		if err != nil {
+			return
+		}
+		fstype := mountType(f, path)
+		f.Close()
+		if fstype != fuseType {
+			logger.Warn("mountpoint does not answer (ENOTCONN) and is not a drfs mount: leaving it", "mountpoint", mnt, "type", fstype)
+			return
+		}
+		logger.Warn("mountpoint holds the dead mount of a drfs that did not stop cleanly: detaching it lazily; programs that kept files open on it must open them again", "mountpoint", mnt)
+		if err := unix.Unmount(path, unix.MNT_DETACH); err != nil {
+			logger.Warn("detach dead mount", "mountpoint", mnt, logging.Err(err))
+			return
+		}
+	}
+}
+
+// mountType returns the file system type of the topmost mount on path in mountinfo (the
+// format of proc(5) /proc/self/mountinfo), or "" when nothing is mounted there.
+func mountType(mountinfo io.Reader, path string) string {
+	fstype := ""
+	sc := bufio.NewScanner(mountinfo)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		// 36 35 98:0 /mnt1 /mnt2 rw,noatime master:1 - ext3 /dev/root rw,errors=continue
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 5 || unescapeMountinfo(fields[4]) != path {
+			continue
+		}
+		for i := 5; i+1 < len(fields); i++ {
+			if fields[i] == "-" {
+				// Later lines are mounted later: the last match is the top of a stack.
+				fstype = fields[i+1]
+				break
+			}
+		}
+	}
+	return fstype
+}
+
+// unescapeMountinfo undoes mountinfo's octal escapes (\040 for a space, \011, \012, \134).
+func unescapeMountinfo(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			o := s[i+1 : i+4]
+			if o[0] >= '0' && o[0] <= '3' && o[1] >= '0' && o[1] <= '7' && o[2] >= '0' && o[2] <= '7' {
+				b.WriteByte((o[0]-'0')<<6 | (o[1]-'0')<<3 | (o[2] - '0'))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
 }

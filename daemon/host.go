@@ -59,6 +59,7 @@ type Host struct {
 	m    *hostMetrics
 
 	reloadMu sync.Mutex // one reload at a time
+	statusMu sync.Mutex // one STATUS= at a time: counted and sent together
 
 	mu      sync.Mutex
 	cfg     *config.Host
@@ -237,6 +238,10 @@ func (h *Host) notifyStatus() {
 	if h.opts.Notify == nil {
 		return
 	}
+	// Volumes change state concurrently: counted and sent under one lock, the last STATUS=
+	// systemd keeps counts every change made before it, never an older count sent late.
+	h.statusMu.Lock()
+	defer h.statusMu.Unlock()
 	n, up, down := h.counts()
 	msg := fmt.Sprintf("STATUS=%d of %d volumes mounted", up, n)
 	if len(down) > 0 {

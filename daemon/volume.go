@@ -328,7 +328,7 @@ func (r *runner) start() (inst *instance, err error) {
 		log.Warn("control socket: drfs status will read the state dir instead", logging.Err(err))
 		err = nil
 	}
-	if inst.server, err = mountFUSE(vol, v.Mountpoint, v.Debug); err != nil {
+	if inst.server, err = mountFUSE(vol, v.Mountpoint, r.log, v.Debug); err != nil {
 		return inst, fmt.Errorf("mount %s: %w", v.Mountpoint, err)
 	}
 	go func() { inst.server.Wait(); close(inst.unmounted) }()

@@ -1,7 +1,9 @@
 // Package deploy holds what operators install beside drfs: Prometheus alert rules
-// (prometheus/) and a Grafana dashboard (grafana/). Its tests check them with promtool and
-// check the dashboard's JSON; e2e's TestMonitoring checks every metric they name against a
-// running mount and replica.
+// (prometheus/), a Grafana dashboard (grafana/), systemd units (systemd/) and the example
+// configuration (drfs/) that make install puts in place. Its tests check them with promtool,
+// systemd-analyze and drfs daemon --check, check the dashboard's JSON and run make install
+// into a temporary root; e2e's TestMonitoring checks every metric they name against a
+// running mount and replica, and e2e's TestSystemd tests the daemon's side of the unit.
 package deploy
 
 import (

@@ -37,6 +37,7 @@ declare -A test_pkg_of=(
 	[cmake]=cmake # LazyFS (../shared/tools/lazyfs) is built by the e2e tests
 	[g++]=g++
 	[promtool]=prometheus # go test ./deploy/ checks the alert rules
+	[systemd-analyze]=systemd # go test ./deploy/ verifies the systemd units
 )
 if [[ $profile == all ]]; then
 	for cmd in "${!test_pkg_of[@]}"; do pkg_of[$cmd]=${test_pkg_of[$cmd]}; done
