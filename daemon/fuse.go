@@ -3,10 +3,12 @@ package daemon
 import (
 	"bufio"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -51,22 +53,69 @@ func mountFUSE(vol *volume.Volume, mnt string, logger *slog.Logger, debug bool) 
 	return gofs.Mount(mnt, root, opts)
 }
 
+// fuseConn is the number of the FUSE connection mounted at mnt (its directory in
+// /sys/fs/fuse/connections): the minor of the mount's anonymous device.
+func fuseConn(mnt string) (uint32, error) {
+	var st unix.Stat_t
+	if err := unix.Stat(mnt, &st); err != nil {
+		return 0, err
+	}
+	return unix.Minor(st.Dev), nil
+}
+
+// heldElsewhere is how long unmount waits for the FUSE connection to end once the kernel
+// unmounted it here, before it concludes that another mount namespace holds a copy.
+const heldElsewhere = 10 * time.Second
+
 // unmount asks the kernel to unmount; while the mount is busy (a guest still has files open)
 // it retries for a while and then detaches it lazily, so drfs keeps serving open files until
-// they are closed.
-func unmount(server *fuse.Server, mnt string, logger *slog.Logger) {
+// they are closed. A mount gone here may still be held by another mount namespace that was
+// made while it was mounted (a private root propagation: `ip netns exec`, unshare, containers):
+// the connection then never ends, and unmount aborts it (conn is its number, 0 when unknown).
+func unmount(server *fuse.Server, mnt string, conn uint32, logger *slog.Logger) {
 	for i := 0; i < 20; i++ {
-		if err := server.Unmount(); err == nil {
-			return
-		} else if i == 0 {
-			logger.Warn("unmount: retrying", "mountpoint", mnt, logging.Err(err))
+		errc := make(chan error, 1)
+		go func() { errc <- server.Unmount() }()
+		select {
+		case err := <-errc:
+			if err == nil {
+				return
+			}
+			if i == 0 {
+				logger.Warn("unmount: retrying", "mountpoint", mnt, logging.Err(err))
+			}
+			time.Sleep(250 * time.Millisecond)
+			continue
+		case <-time.After(heldElsewhere):
 		}
-		time.Sleep(250 * time.Millisecond)
+		logger.Warn("unmounted here, but another mount namespace still holds the mount: aborting its FUSE connection (files open there get ENOTCONN)", "mountpoint", mnt, "connection", conn)
+		if err := abortConn(conn); err != nil {
+			logger.Warn("abort FUSE connection: drfs waits until the other namespace lets the mount go", "connection", conn, logging.Err(err))
+		}
+		<-errc
+		return
 	}
 	logger.Warn("mountpoint is busy: detaching lazily; the volume stops when the last open file is closed", "mountpoint", mnt)
 	if err := unix.Unmount(mnt, unix.MNT_DETACH); err != nil {
 		logger.Warn("lazy unmount", logging.Err(err))
 	}
+}
+
+// fusectl is where the kernel's FUSE control filesystem is mounted.
+const fusectl = "/sys/fs/fuse/connections"
+
+// abortConn aborts FUSE connection conn through fusectl, mounting fusectl first if needed.
+func abortConn(conn uint32) error {
+	if conn == 0 {
+		return errors.New("connection number unknown")
+	}
+	abort := filepath.Join(fusectl, strconv.FormatUint(uint64(conn), 10), "abort")
+	if _, err := os.Stat(abort); err != nil {
+		if err := unix.Mount("fusectl", fusectl, "fusectl", 0, ""); err != nil && !errors.Is(err, unix.EBUSY) {
+			return fmt.Errorf("mount fusectl on %s: %w", fusectl, err)
+		}
+	}
+	return os.WriteFile(abort, []byte("1"), 0o200)
 }
 
 // remountReadOnly makes the kernel refuse writes to mnt before they reach drfs (a demoted

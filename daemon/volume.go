@@ -261,6 +261,7 @@ type instance struct {
 	metrics *tracked
 	ctl     *control.Server
 	server  *fuse.Server
+	conn    uint32 // FUSE connection number (fusectl)
 
 	unmounted chan struct{} // closed when the FUSE server ends
 	failed    chan error    // a part of the instance failed: the runner mounts it again
@@ -330,6 +331,10 @@ func (r *runner) start() (inst *instance, err error) {
 	}
 	if inst.server, err = mountFUSE(vol, v.Mountpoint, r.log, v.Debug); err != nil {
 		return inst, fmt.Errorf("mount %s: %w", v.Mountpoint, err)
+	}
+	if inst.conn, err = fuseConn(v.Mountpoint); err != nil {
+		log.Warn("FUSE connection number unknown: a stop cannot abort a mount another namespace holds", logging.Err(err))
+		err = nil
 	}
 	go func() { inst.server.Wait(); close(inst.unmounted) }()
 	log.Info("mounted volume", "id", vol.ID(), "source", vol.Source(), "mountpoint", v.Mountpoint)
@@ -423,7 +428,7 @@ func (inst *instance) stop() {
 			if err := inst.vol.Sync(); err != nil {
 				inst.log.Warn("sync journal", logging.Err(err))
 			}
-			unmount(inst.server, inst.mnt, inst.log)
+			unmount(inst.server, inst.mnt, inst.conn, inst.log)
 			<-inst.unmounted
 		}
 	}

@@ -588,3 +588,40 @@ func TestDaemon_SharedLinkGoesToTheHigherTier(t *testing.T) {
 	}
 	d.Stop()
 }
+
+// A mount namespace made while a volume is mounted (ip netns exec, unshare, a container with a
+// private root) keeps a copy of the mount: unmounting it here does not end the FUSE
+// connection. The daemon still stops, cleanly, aborting that connection.
+func TestDaemon_StopsWhenAnotherNamespaceHoldsTheMount(t *testing.T) {
+	requireTools(t, "unshare")
+	d := newDaemon(t)
+	d.WriteConfig("volumes:\n" + d.VolumeYAML("v"))
+	d.Start()
+	d.WaitVolume("v", "running", 30*time.Second)
+	mustWriteFile(t, filepath.Join(d.Path("v", "mnt"), "f"), []byte("kept"), 0o644)
+	holder := exec.Command("unshare", "--mount", "--propagation", "private", "sleep", "300")
+	if err := holder.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { holder.Process.Kill(); holder.Wait() }()
+	// The copy exists once the holder runs in its own namespace.
+	if !waitFor(10*time.Second, func() bool {
+		a, _ := os.Readlink("/proc/self/ns/mnt")
+		b, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/mnt", holder.Process.Pid))
+		return b != "" && a != b
+	}) {
+		t.Fatal("unshare did not make a mount namespace")
+	}
+	start := time.Now()
+	d.Stop()
+	t.Logf("stopped in %v", time.Since(start).Round(time.Millisecond))
+	if !strings.Contains(d.FullLog(), "another mount namespace still holds the mount") {
+		t.Errorf("the daemon did not say why it aborted the connection:\n%s", d.Log())
+	}
+	if st := statusOf(t, d.Path("v", "state")); st.Clean == nil || !*st.Clean {
+		t.Errorf("the volume did not stop cleanly: %s", st.raw)
+	}
+	if b, err := os.ReadFile(filepath.Join(d.Path("v", "src"), "f")); err != nil || string(b) != "kept" {
+		t.Errorf("source after the stop: %q, %v", b, err)
+	}
+}
