@@ -76,8 +76,8 @@ func TestServe_ConfigProblemsStartNothing(t *testing.T) {
 }
 
 // TestServe_ConfigReload runs drfs serve --config with per-volume retention and allow
-// bindings over mutual TLS, replicates two volumes to it, then edits the file and sends
-// SIGHUP: retention and bindings change for the open volumes at once (a narrowed retention
+// bindings over mutual TLS, replicates two volumes to it, then edits the file and reloads it
+// (drfs serve --reload, then SIGHUP): retention and bindings change for the open volumes at once (a narrowed retention
 // prunes only when the next log is applied), a setting that needs a restart keeps its value
 // and is named in the log, and a broken file is refused whole while the server goes on
 // serving by the configuration it had.
@@ -154,8 +154,16 @@ volumes:
   - {name: build, allow: hq, keep-points: 2, keep-for: 168h}
   - {name: spare, allow: hq}
 `)
-	r.Signal(syscall.SIGHUP)
-	r.waitLog("reload applied", 1)
+	out, err := drfsCmd(t, time.Minute, "serve", "--config", r.Config, "--reload")
+	if err != nil {
+		t.Fatalf("drfs serve --reload: %v\n%s\n%s", err, out, r.Log())
+	}
+	for _, want := range []string{"changed    erp (keep-points,keep-for), build (keep-for), spare (allow)\n",
+		"restart    listen (take effect when drfs serve restarts)\n"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("drfs serve --reload does not say %q:\n%s", want, out)
+		}
+	}
 	if !strings.Contains(r.Log(), "take effect when drfs serve restarts") || !strings.Contains(r.Log(), "settings=listen") {
 		t.Errorf("the log does not say listen takes effect at the restart:\n%s", r.Log())
 	}
@@ -177,6 +185,10 @@ volumes:
 	// A broken file: refused whole, every problem logged, the configuration stays.
 	if err := os.WriteFile(r.Config, []byte("dir: relative\nkeep-points: 0\nvolumes: {erp: 1}\n"), 0o644); err != nil {
 		t.Fatal(err)
+	}
+	out, err = drfsCmd(t, time.Minute, "serve", "--config", r.Config, "--reload")
+	if err == nil || !strings.Contains(out, "5 problems in the configuration, the running drfs serve was not asked to reload it") {
+		t.Errorf("drfs serve --reload of a broken file: %v\n%s", err, out)
 	}
 	r.Signal(syscall.SIGHUP)
 	r.waitLog("reload refused: the running configuration stays", 1)

@@ -24,6 +24,8 @@
 // (mode 0600). There no identity is needed or recorded, GET /v1/volumes lists every volume,
 // a state request is not a primary's heartbeat, and two things only an operator may do are
 // allowed: test-failover clones and promotions that are not a primary's planned failover.
+// drfs serve adds POST /v1/reload there (drfs serve --config FILE --reload): 200 with what
+// changed, or 409 ErrorReply listing every problem of a refused file.
 //
 // # Endpoints
 //

@@ -30,15 +30,15 @@ import (
 // serveCommand is drfs serve: the replica side, configured by a file (--config) or by flags;
 // both become one config.Serve, checked by the same code.
 type serveCommand struct {
-	file         string
-	check, print bool
-	f            config.ServeFlags
-	cfg          *config.Serve
+	file                 string
+	check, print, reload bool
+	f                    config.ServeFlags
+	cfg                  *config.Serve
 }
 
 // serveFileFlags are the flags that may go with --config: --log-format overrides the file's
 // log.format (a unit file may want json whatever the file says).
-var serveFileFlags = map[string]bool{"config": true, "check": true, "print-config": true, "log-format": true}
+var serveFileFlags = map[string]bool{"config": true, "check": true, "print-config": true, "reload": true, "log-format": true}
 
 func (c *serveCommand) ParseFlags(args []string) error {
 	fs := flag.NewFlagSet("drfs serve", flag.ContinueOnError)
@@ -46,6 +46,7 @@ func (c *serveCommand) ParseFlags(args []string) error {
 	fs.StringVar(&c.file, "config", "", "configuration file, e.g. /etc/drfs/serve.yaml (instead of the other flags); SIGHUP reloads its volumes' allow and retention")
 	fs.BoolVar(&c.check, "check", false, "check the configuration and exit (every problem is listed)")
 	fs.BoolVar(&c.print, "print-config", false, "print the configuration as a file, every default spelled out, and exit")
+	fs.BoolVar(&c.reload, "reload", false, "ask the drfs serve running with --config FILE to reload it (as SIGHUP does), and print what changed or every problem that refused it")
 	fs.StringVar(&f.Dir, "dir", "", "replica directory: volume V lives in DIR/V/data and DIR/V/state (required)")
 	fs.StringVar(&f.Listen, "listen", "", "address to listen on, e.g. 0.0.0.0:9740 (required)")
 	fs.StringVar(&f.Certs, "certs", "", "certificate directory of this site (ca.pem, replica.pem, key.pem; see `drfs certs`)")
@@ -69,7 +70,7 @@ func (c *serveCommand) ParseFlags(args []string) error {
 	fs.BoolVar(&f.Pprof, "pprof", false, "also serve Go profiles on a non-loopback --metrics address (on loopback they always are)")
 	logFormatFlag(fs, &f.LogFormat)
 	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "Usage: drfs serve --config FILE [--check | --print-config]")
+		fmt.Fprintln(fs.Output(), "Usage: drfs serve --config FILE [--check | --print-config | --reload]")
 		fmt.Fprintln(fs.Output(), "       drfs serve --dir DIR --listen ADDR (--certs DIR | --insecure) [--allow VOLUME=SITE]... [--keep-points N] [--keep-for D]")
 		fs.PrintDefaults()
 	}
@@ -77,6 +78,9 @@ func (c *serveCommand) ParseFlags(args []string) error {
 		return err
 	}
 	if c.file == "" {
+		if c.reload {
+			return errors.New("--reload needs --config FILE: a drfs serve started with flags has no file to reload")
+		}
 		var err error
 		c.cfg, err = config.FromServeFlags(*f)
 		return err
@@ -94,7 +98,11 @@ func (c *serveCommand) ParseFlags(args []string) error {
 	c.cfg, err = readServeConfig(c.file, f.LogFormat)
 	var es config.Errors
 	if errors.As(err, &es) {
-		return fmt.Errorf("%d problems in the configuration, nothing was started:\n%w", len(es), err)
+		what := "nothing was started"
+		if c.reload {
+			what = "the running drfs serve was not asked to reload it"
+		}
+		return fmt.Errorf("%d problems in the configuration, %s:\n%w", len(es), what, err)
 	}
 	return err
 }
@@ -134,6 +142,8 @@ func (c *serveCommand) Run(ctx context.Context) error {
 		}
 		_, err = os.Stdout.Write(b)
 		return err
+	case c.reload:
+		return askReload(ctx, cfg.Dir, os.Stdout)
 	case c.check:
 		from := cfg.File
 		if from == "" {
@@ -159,7 +169,7 @@ func (c *serveCommand) Run(ctx context.Context) error {
 		return err
 	}
 	defer srv.Close()
-	rl := &serveReloader{file: cfg.File, logFormat: c.f.LogFormat, cur: cfg, srv: srv, log: logger, m: newServeMetrics()}
+	rl := &serveReloader{file: cfg.File, logFormat: c.f.LogFormat, cur: cfg, srv: srv, log: logger, m: newServeMetrics(), notify: notify}
 	if !cfg.Insecure {
 		rl.identify = primaryIdentity
 	}
@@ -197,11 +207,14 @@ func (c *serveCommand) Run(ctx context.Context) error {
 			errc <- hs.ServeTLS(ln, "", "")
 		}
 	}()
-	// Local operator commands (promote) reach the volumes through a unix socket in the replica
-	// directory, since this process holds them.
+	// Local operator commands (promote, drfs serve --reload) reach the volumes through a unix
+	// socket in the replica directory, since this process holds them.
 	sock := replica.Layout{Dir: cfg.Dir}.Socket()
 	os.Remove(sock)
-	if ls, err := httpserve.Listen("unix", sock, srv.LocalHandler(), logger); err != nil {
+	local := http.NewServeMux()
+	local.Handle("/", srv.LocalHandler())
+	local.Handle("POST /v1/reload", rl)
+	if ls, err := httpserve.Listen("unix", sock, local, logger); err != nil {
 		logger.Warn("local socket: drfs promote needs this server stopped", "path", sock, logging.Err(err))
 	} else {
 		os.Chmod(sock, 0o600)
@@ -214,8 +227,8 @@ func (c *serveCommand) Run(ctx context.Context) error {
 	url := scheme + "://" + ln.Addr().String()
 	logger.Info("serving replicas", "dir", cfg.Dir, "url", url, "config", cfg.File)
 	fmt.Println("serving")
-	status := "STATUS=serving replicas on " + url
-	notify("READY=1\n" + status)
+	rl.status = "serving replicas on " + url
+	notify("READY=1\nSTATUS=" + rl.status)
 
 	var beat <-chan time.Time
 	if watchdog > 0 {
@@ -232,13 +245,7 @@ loop:
 			notify("STOPPING=1")
 			return err
 		case <-hup:
-			// RELOADING=1 carries the time of the request, as systemd wants it.
-			notify(fmt.Sprintf("RELOADING=1\nMONOTONIC_USEC=%d", monotonicUsec()))
-			st := status
-			if err := rl.reload(); err != nil {
-				st += "; the last reload was refused (see the log)"
-			}
-			notify("READY=1\n" + st)
+			rl.Reload()
 		case <-beat:
 			notify("WATCHDOG=1")
 		}

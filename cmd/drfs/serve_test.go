@@ -2,8 +2,13 @@ package main
 
 import (
 	"bytes"
+	"context"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -116,7 +121,7 @@ func TestServeReloader_Reload(t *testing.T) {
 	if err := os.WriteFile(file, []byte(text), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if err := rl.reload(); err != nil {
+	if _, err := rl.reload(); err != nil {
 		t.Fatalf("reload: %v\n%s", err, logs.String())
 	}
 	retention(erp, 2, 0)
@@ -133,7 +138,7 @@ func TestServeReloader_Reload(t *testing.T) {
 	// A broken file changes nothing, and every problem is logged.
 	logs.Reset()
 	writeServeFile(t, file, dir, "keep-for: forever\nvolumes:\n  - {name: erp, keep-points: 0}\n")
-	if err := rl.reload(); err == nil {
+	if _, err := rl.reload(); err == nil {
 		t.Fatal("a broken file was applied")
 	}
 	retention(erp, 2, 0)
@@ -151,8 +156,62 @@ func TestServeReloader_Reload(t *testing.T) {
 		t.Fatal(err)
 	}
 	rl = &serveReloader{cur: flags, srv: srv, log: logger, m: newServeMetrics()}
-	if err := rl.reload(); err == nil || !strings.Contains(err.Error(), "no file to reload") {
+	if _, err := rl.reload(); err == nil || !strings.Contains(err.Error(), "no file to reload") {
 		t.Errorf("reload without a file: %v", err)
 	}
 	retention(erp, 2, 0)
+}
+
+// TestServeReloader_Socket: drfs serve --reload asks through the local socket and hears the
+// outcome: nil when applied, every problem when refused; systemd is told RELOADING=1 then
+// READY=1 either way.
+func TestServeReloader_Socket(t *testing.T) {
+	d := t.TempDir()
+	dir, file := filepath.Join(d, "replica"), filepath.Join(d, "serve.yaml")
+	writeServeFile(t, file, dir, "")
+	cfg, err := readServeConfig(file, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	logger := newLogger(io.Discard, "text")
+	srv, err := replica.NewServer(cfg.Dir, replica.Options{KeepPoints: cfg.KeepPoints, Retention: cfg.Retention, Logger: logger}, changelog.Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	var notes []string
+	rl := &serveReloader{file: file, cur: cfg, srv: srv, log: logger, m: newServeMetrics(), status: "serving",
+		notify: func(s string) { notes = append(notes, strings.Split(s, "\n")[0]) }}
+	ln, err := net.Listen("unix", replica.Layout{Dir: dir}.Socket())
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("POST /v1/reload", rl)
+	hs := &http.Server{Handler: mux}
+	go hs.Serve(ln)
+	defer hs.Close()
+
+	writeServeFile(t, file, dir, "volumes:\n  - {name: erp, keep-for: 168h}\n")
+	var out bytes.Buffer
+	if err := askReload(context.Background(), dir, &out); err != nil {
+		t.Fatalf("reload: %v", err)
+	}
+	if out.String() != "changed    erp (keep-for)\n" {
+		t.Errorf("drfs serve --reload printed %q", out.String())
+	}
+	if n, d := rl.cur.Retention("erp"); n != 3 || d != 168*time.Hour {
+		t.Errorf("after the reload erp has %d, %s", n, d)
+	}
+	writeServeFile(t, file, dir, "keep-for: forever\n")
+	err = askReload(context.Background(), dir, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), file+`:5: keep-for: "forever"`) {
+		t.Errorf("a refused reload: %v", err)
+	}
+	if want := []string{"RELOADING=1", "READY=1", "RELOADING=1", "READY=1"}; !reflect.DeepEqual(notes, want) {
+		t.Errorf("notifications %q, want %q", notes, want)
+	}
+	if err := askReload(context.Background(), filepath.Join(d, "elsewhere"), io.Discard); err == nil || !strings.Contains(err.Error(), "no drfs serve answers") {
+		t.Errorf("no server: %v", err)
+	}
 }
