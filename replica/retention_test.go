@@ -458,3 +458,28 @@ func TestServer_SetRetention(t *testing.T) {
 		t.Errorf("SetRetention(nil): retention %d, %s; want Options' 3, 0s", n, d)
 	}
 }
+
+// TestServer_ReloadWhileServing: retention and access change while logs arrive (run with
+// -race); every log is still applied, and the volume ends with the last retention set.
+func TestServer_ReloadWhileServing(t *testing.T) {
+	srv, url := retentionServer(t, nil)
+	v, err := srv.Volume("vol")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := range 200 {
+			n := 2 + i%3
+			srv.SetRetention(func(string) (int, time.Duration) { return n, time.Duration(i) * time.Second })
+			srv.SetAccess(Access{Allow: map[string]string{"other": "dr"}})
+		}
+		srv.SetRetention(func(string) (int, time.Duration) { return 2, 0 })
+	}()
+	flood(t, &attacker{t: t, url: url, gen: 1}, v, 20)
+	<-done
+	if n, d := v.Retention(); n != 2 || d != 0 {
+		t.Errorf("retention %d, %s after the last SetRetention; want 2, 0s", n, d)
+	}
+}
