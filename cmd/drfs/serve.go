@@ -207,6 +207,12 @@ func (c *serveCommand) Run(ctx context.Context) error {
 			errc <- hs.ServeTLS(ln, "", "")
 		}
 	}()
+	scheme := "https"
+	if cfg.Insecure {
+		scheme = "http"
+	}
+	url := scheme + "://" + ln.Addr().String()
+	rl.status = "serving replicas on " + url
 	// Local operator commands (promote, drfs serve --reload) reach the volumes through a unix
 	// socket in the replica directory, since this process holds them.
 	sock := replica.Layout{Dir: cfg.Dir}.Socket()
@@ -220,14 +226,8 @@ func (c *serveCommand) Run(ctx context.Context) error {
 		os.Chmod(sock, 0o600)
 		defer ls.Close()
 	}
-	scheme := "https"
-	if cfg.Insecure {
-		scheme = "http"
-	}
-	url := scheme + "://" + ln.Addr().String()
 	logger.Info("serving replicas", "dir", cfg.Dir, "url", url, "config", cfg.File)
 	fmt.Println("serving")
-	rl.status = "serving replicas on " + url
 	notify("READY=1\nSTATUS=" + rl.status)
 
 	var beat <-chan time.Time
