@@ -164,4 +164,11 @@
 // target, or the mount itself) and untouched, sites whose bandwidth changed, and
 // process-wide settings. A file that does not parse changes nothing: the caller keeps the
 // old configuration.
+//
+// DiffServe does the same for the replica's file (drfs serve reloads it on SIGHUP): by
+// volume name, what is in force for each volume — its allow binding and its retention, its
+// own or the top-level one — and, apart, the settings that take effect only when drfs serve
+// restarts (dir, listen, certs, insecure, max-concurrent-logs, log, metrics);
+// KeepRestartSettings gives the configuration a reload puts in force. A retention narrowed
+// by a reload prunes nothing by itself: points are pruned as the next change log is applied.
 package config

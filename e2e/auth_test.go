@@ -43,13 +43,11 @@ func httpGet(c *http.Client, url string) (int, string, error) {
 	return resp.StatusCode, string(b), nil
 }
 
-// TestReplication_IdentitiesAndBinding sets up two sites the way the README says (the CA
-// stays on the replica site, the primary site sends a request), replicates, and checks that
-// the replica's own certificate cannot act as a client, that another primary of the same CA
-// is refused the bound volume, and that one-byte block hashes are refused.
-func TestReplication_IdentitiesAndBinding(t *testing.T) {
-	requireTools(t)
-	requireBuilt(t, drfsBin, "drfs (cmd/drfs)")
+// twoSites makes the certificate directories of two sites the way the README says: the
+// replica site dr holds the CA (and certificates of its own, a primary one too); the primary
+// site hq sends a request that dr signs.
+func twoSites(t *testing.T) (dr, hq string) {
+	t.Helper()
 	cd := scratchDir(t, "drfs-e2e-ids-")
 	dr, hq, signed := filepath.Join(cd, "dr"), filepath.Join(cd, "hq"), filepath.Join(cd, "signed")
 	mustRun(t, time.Minute, drfsBin, "certs", "init", "--out", dr, "--site", "dr")
@@ -64,6 +62,17 @@ func TestReplication_IdentitiesAndBinding(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	return dr, hq
+}
+
+// TestReplication_IdentitiesAndBinding sets up two sites the way the README says (the CA
+// stays on the replica site, the primary site sends a request), replicates, and checks that
+// the replica's own certificate cannot act as a client, that another primary of the same CA
+// is refused the bound volume, and that one-byte block hashes are refused.
+func TestReplication_IdentitiesAndBinding(t *testing.T) {
+	requireTools(t)
+	requireBuilt(t, drfsBin, "drfs (cmd/drfs)")
+	dr, hq := twoSites(t)
 	if _, err := os.Stat(filepath.Join(hq, "ca-key.pem")); err == nil {
 		t.Fatal("the primary site holds the CA key")
 	}

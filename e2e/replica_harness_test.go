@@ -45,6 +45,10 @@ type Replica struct {
 	Certs   string // --certs directory; "" means --insecure
 	Logs    string
 	Extra   []string // more drfs serve flags, used from the next Start
+	// Config, when set, is the file drfs serve runs with (--config FILE, then Extra): the
+	// test writes Dir, Addr and the rest into it.
+	Config string
+	Env    []string // more environment variables of drfs serve, e.g. NOTIFY_SOCKET=PATH
 
 	mu      sync.Mutex
 	cmd     *exec.Cmd
@@ -58,6 +62,15 @@ type Replica struct {
 // insecure unless certs is set, and registers cleanup.
 func startReplica(t testing.TB, dir, certs string) *Replica {
 	t.Helper()
+	r := newReplica(t, dir, certs)
+	r.Start()
+	return r
+}
+
+// newReplica is startReplica without the start: the test sets Config, Env or Extra, then
+// calls Start.
+func newReplica(t testing.TB, dir, certs string) *Replica {
+	t.Helper()
 	requireTools(t)
 	requireBuilt(t, drfsBin, "drfs (cmd/drfs)")
 	d := scratchDir(t, "drfs-e2e-replica-")
@@ -69,7 +82,6 @@ func startReplica(t testing.TB, dir, certs string) *Replica {
 		t.Fatal(err)
 	}
 	t.Cleanup(r.cleanup)
-	r.Start()
 	return r
 }
 
@@ -119,9 +131,12 @@ func (r *Replica) Start() {
 		t.Fatalf("replica already running")
 	}
 	args := append([]string{"serve", "--dir", r.Dir, "--listen", r.Addr, "--metrics", r.Metrics}, r.Extra...)
-	if r.Certs != "" {
+	switch {
+	case r.Config != "":
+		args = append([]string{"serve", "--config", r.Config}, r.Extra...)
+	case r.Certs != "":
 		args = append(args, "--certs", r.Certs)
-	} else {
+	default:
 		args = append(args, "--insecure")
 	}
 	r.starts++
@@ -131,6 +146,7 @@ func (r *Replica) Start() {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(drfsBin, args...)
+	cmd.Env = append(os.Environ(), r.Env...)
 	pr, pw := io.Pipe()
 	cmd.Stdout = io.MultiWriter(logf, pw)
 	cmd.Stderr = logf
@@ -209,6 +225,20 @@ func (r *Replica) stop() error {
 		return fmt.Errorf("drfs serve exit after SIGTERM: %v (want status 0)", err)
 	}
 	return nil
+}
+
+// Signal sends sig to the running serve process (SIGHUP: reload its file).
+func (r *Replica) Signal(sig syscall.Signal) {
+	r.t.Helper()
+	if !r.Running() {
+		r.t.Fatalf("replica Signal %v: not running (exit: %v)\n%s", sig, r.exitErr(), r.Log())
+	}
+	r.mu.Lock()
+	cmd := r.cmd
+	r.mu.Unlock()
+	if err := cmd.Process.Signal(sig); err != nil {
+		r.t.Fatalf("signal %v to drfs serve: %v", sig, err)
+	}
 }
 
 // Kill SIGKILLs the serve process.

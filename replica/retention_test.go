@@ -21,11 +21,16 @@ type attacker struct {
 	t   *testing.T
 	url string
 	gen uint64
+	vol string // the volume it attacks; "" is "vol"
 }
 
 func (a *attacker) do(method, path string, body []byte) (int, string) {
 	a.t.Helper()
-	req, _ := http.NewRequest(method, a.url+"/v1/volumes/vol"+path, bytes.NewReader(body))
+	vol := a.vol
+	if vol == "" {
+		vol = "vol"
+	}
+	req, _ := http.NewRequest(method, a.url+"/v1/volumes/"+vol+path, bytes.NewReader(body))
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		a.t.Fatalf("%s %s: %v", method, path, err)
@@ -327,5 +332,154 @@ func TestReplica_KeepForProtectsYoungPoints(t *testing.T) {
 	}
 	if err := v.RollbackTo(before[2].From - 1); err == nil {
 		t.Fatal("rolled back to a pruned point")
+	}
+}
+
+// retentionServer serves a fresh replica directory whose volumes get their retention from
+// retention, and returns it with the URL of its primaries' handler.
+func retentionServer(t *testing.T, retention func(string) (int, time.Duration)) (*Server, string) {
+	t.Helper()
+	srv, err := NewServer(t.TempDir(), Options{PreparePrimary: prepareStub, KeepPoints: 3, Retention: retention, Logger: logtest.Logger(t)}, changelog.Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(srv.Handler())
+	t.Cleanup(func() { hs.Close(); srv.Close() })
+	return srv, hs.URL
+}
+
+// flood sends n tiny journal logs to volume v through the primaries' handler, as a primary
+// does (or one gone bad), and requires every one to be applied.
+func flood(t *testing.T, a *attacker, v *Volume, n int) {
+	t.Helper()
+	if len(v.Points()) == 0 && v.State().Applied == 0 {
+		if code, body := a.send(jlog(v, journal.OpCreate{Path: "disk.img", Mode: 0o100644})); code != http.StatusOK {
+			t.Fatalf("first log: %d %s", code, body)
+		}
+		n--
+	}
+	for i := 0; i < n; i++ {
+		if code, body := a.send(jlog(v, journal.OpWrite{Path: "disk.img", Off: int64(i) * 512, Data: data(byte(i), 512)})); code != http.StatusOK {
+			t.Fatalf("log %d: %d %s", i, code, body)
+		}
+	}
+}
+
+// TestServer_RetentionPerVolume: each volume gets the retention its operator set for it
+// (Options.Retention): a volume kept for a week keeps every point of a flood of logs, one
+// kept by count only prunes to its count, and a volume without its own gets the default.
+func TestServer_RetentionPerVolume(t *testing.T) {
+	own := map[string]struct {
+		n int
+		d time.Duration
+	}{"erp": {2, 168 * time.Hour}, "build": {2, 0}}
+	srv, url := retentionServer(t, func(name string) (int, time.Duration) {
+		if r, ok := own[name]; ok {
+			return r.n, r.d
+		}
+		return 3, 0
+	})
+	for _, c := range []struct {
+		volume      string
+		wantKeep    int
+		wantKeepFor time.Duration
+		wantPoints  int
+	}{
+		{"erp", 2, 168 * time.Hour, 12},
+		{"build", 2, 0, 2},
+		{"other", 3, 0, 3},
+	} {
+		t.Run(c.volume, func(t *testing.T) {
+			v, err := srv.Volume(c.volume)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n, d := v.Retention(); n != c.wantKeep || d != c.wantKeepFor {
+				t.Errorf("retention %d, %s; want %d, %s", n, d, c.wantKeep, c.wantKeepFor)
+			}
+			flood(t, &attacker{t: t, url: url, gen: 1, vol: c.volume}, v, 12)
+			if n := len(v.Points()); n != c.wantPoints {
+				t.Errorf("%d points after 12 logs, want %d", n, c.wantPoints)
+			}
+		})
+	}
+}
+
+// TestServer_SetRetention: a reload changes the retention of open volumes and of volumes
+// opened later. It prunes nothing by itself; the next log applied prunes by the new
+// retention, and a narrowed keep-for still protects every point inside it from a flood.
+func TestServer_SetRetention(t *testing.T) {
+	srv, url := retentionServer(t, func(string) (int, time.Duration) { return 2, 168 * time.Hour })
+	v, err := srv.Volume("vol")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := &attacker{t: t, url: url, gen: 1}
+	flood(t, a, v, 6)
+	if n := len(v.Points()); n != 6 {
+		t.Fatalf("%d points, want all 6 (younger than a week)", n)
+	}
+
+	// keep-for narrowed to an hour: the two oldest points are now outside it.
+	srv.SetRetention(func(string) (int, time.Duration) { return 2, time.Hour })
+	v.mu.Lock()
+	for i := range 2 {
+		v.st.Points[i].Applied = time.Now().Add(-2 * time.Hour)
+	}
+	v.mu.Unlock()
+	if n, d := v.Retention(); n != 2 || d != time.Hour {
+		t.Fatalf("retention after SetRetention: %d, %s", n, d)
+	}
+	if n := len(v.Points()); n != 6 {
+		t.Fatalf("SetRetention pruned by itself: %d points left, want 6", n)
+	}
+	young := v.Points()[2:]
+	flood(t, a, v, 20)
+	ps := v.Points()
+	if len(ps) != 4+20 || ps[0] != young[0] {
+		t.Fatalf("%d points after the flood, want the 4 younger than an hour and the 20 new ones (first %+v, want %+v)", len(ps), ps[0], young[0])
+	}
+
+	// Only a count: the next log prunes to it.
+	srv.SetRetention(func(string) (int, time.Duration) { return 1, 0 })
+	flood(t, a, v, 1)
+	if n := len(v.Points()); n != 1 {
+		t.Errorf("%d points with keep-points 1, want 1", n)
+	}
+	w, err := srv.Volume("later")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, d := w.Retention(); n != 1 || d != 0 {
+		t.Errorf("a volume opened after SetRetention has retention %d, %s; want 1, 0s", n, d)
+	}
+	srv.SetRetention(nil)
+	if n, d := v.Retention(); n != 3 || d != 0 {
+		t.Errorf("SetRetention(nil): retention %d, %s; want Options' 3, 0s", n, d)
+	}
+}
+
+// TestServer_ReloadWhileServing: retention and access change while logs arrive (run with
+// -race); every log is still applied, and the volume ends with the last retention set.
+func TestServer_ReloadWhileServing(t *testing.T) {
+	srv, url := retentionServer(t, nil)
+	v, err := srv.Volume("vol")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := range 200 {
+			n := 2 + i%3
+			srv.SetRetention(func(string) (int, time.Duration) { return n, time.Duration(i) * time.Second })
+			srv.SetAccess(Access{Allow: map[string]string{"other": "dr"}})
+		}
+		srv.SetRetention(func(string) (int, time.Duration) { return 2, 0 })
+	}()
+	flood(t, &attacker{t: t, url: url, gen: 1}, v, 20)
+	<-done
+	if n, d := v.Retention(); n != 2 || d != 0 {
+		t.Errorf("retention %d, %s after the last SetRetention; want 2, 0s", n, d)
 	}
 }

@@ -5,12 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
 	"sort"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"drfs/changelog"
@@ -24,15 +26,16 @@ import (
 // endpoint, its answers and error codes, who may call it, the limits and the hand-over keys —
 // is documented in package wire (wire/doc.go); change the two together.
 //
-// The replica's past is its own: retention (drfs serve --keep-points, --keep-for) is set only
-// here, and no request of a primary drops or relabels a recovery point.
+// The replica's past is its own: retention (drfs serve --keep-points, --keep-for, or each
+// volume's own in drfs serve --config) is set only here, and no request of a primary drops or
+// relabels a recovery point.
 type Server struct {
 	dir    string
-	opts   Options
 	limits changelog.Limits
-	access Access
+	access atomic.Pointer[Access]
 
 	mu   sync.Mutex
+	opts Options // Retention guarded by mu
 	vols map[string]*Volume
 	m    *serverMetrics
 
@@ -53,8 +56,38 @@ type Access struct {
 	Allow map[string]string
 }
 
-// SetAccess sets who may use which volume; call it before serving.
-func (s *Server) SetAccess(a Access) { s.access = a }
+// SetAccess sets who may use which volume. It may be called while serving (a reload): each
+// request is decided by the Access of the moment it arrives. A volume that loses its Allow
+// entry stays bound to the primary that used it last (State.BoundPrimary).
+func (s *Server) SetAccess(a Access) { s.access.Store(&a) }
+
+// getAccess returns the Access in force.
+func (s *Server) getAccess() *Access {
+	if a := s.access.Load(); a != nil {
+		return a
+	}
+	return &Access{}
+}
+
+// SetRetention replaces Options.Retention: volumes opened from now on get their retention
+// from fn, and every open volume gets its new one at once (Volume.SetRetention: the next
+// change log applied prunes by it). Nil gives every volume Options.KeepPoints and KeepFor.
+func (s *Server) SetRetention(fn func(volume string) (keepPoints int, keepFor time.Duration)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.opts.Retention = fn
+	for name, v := range s.vols {
+		v.SetRetention(s.retentionLocked(name))
+	}
+}
+
+// retentionLocked is the retention of volume name by the options in force.
+func (s *Server) retentionLocked(name string) (int, time.Duration) {
+	if s.opts.Retention != nil {
+		return s.opts.Retention(name)
+	}
+	return s.opts.KeepPoints, s.opts.KeepFor
+}
 
 // NewServer serves the volumes under dir.
 func NewServer(dir string, opts Options, limits changelog.Limits) (*Server, error) {
@@ -77,7 +110,9 @@ func (s *Server) Volume(name string) (*Volume, error) {
 	if v, ok := s.vols[name]; ok {
 		return v, nil
 	}
-	v, err := OpenVolume(s.dir, name, s.opts)
+	opts := s.opts
+	opts.KeepPoints, opts.KeepFor = s.retentionLocked(name)
+	v, err := OpenVolume(s.dir, name, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -123,7 +158,8 @@ func (s *Server) handler(local bool) http.Handler {
 		return s.withVolume(local, fn)
 	}
 	mux.HandleFunc("GET /v1/volumes", func(w http.ResponseWriter, r *http.Request) {
-		id, err := s.identify(r)
+		access := s.getAccess()
+		id, err := s.identify(access, r)
 		if !local && err != nil {
 			writeErr(w, http.StatusForbidden, wire.CodeForbidden, err.Error(), 0)
 			return
@@ -132,7 +168,7 @@ func (s *Server) handler(local bool) http.Handler {
 		for _, n := range s.Names() {
 			if v, err := s.Volume(n); err == nil {
 				st := v.State()
-				if local || s.boundTo(n, st) == id {
+				if local || boundTo(access, n, st) == id {
 					out = append(out, st)
 				}
 			}
@@ -264,18 +300,20 @@ func (s *Server) withVolume(local bool, fn func(http.ResponseWriter, *http.Reque
 			writeErr(w, http.StatusBadRequest, wire.CodeBadRequest, fmt.Sprintf("bad volume name %q", name), 0)
 			return
 		}
+		// One Access decides the whole request, even if a reload replaces it meanwhile.
+		access := s.getAccess()
 		var id string
 		if !local {
 			var err error
-			if id, err = s.identify(r); err != nil {
+			if id, err = s.identify(access, r); err != nil {
 				writeErr(w, http.StatusForbidden, wire.CodeForbidden, err.Error(), 0)
 				return
 			}
 			// A volume pinned to another primary is refused before it is opened (or
 			// created).
-			if want, ok := s.access.Allow[name]; ok && want != id {
-				s.opts.Logger.Warn("refused primary: the volume is pinned to another", "volume", name, "primary", id, "pinned", want)
-				writeErr(w, http.StatusForbidden, wire.CodeForbidden, fmt.Sprintf("volume %s is served only to primary %q (drfs serve --allow); this request comes from primary %q", name, want, id), 0)
+			if want, ok := access.Allow[name]; ok && want != id {
+				s.log().Warn("refused primary: the volume is pinned to another", "volume", name, "primary", id, "pinned", want)
+				writeErr(w, http.StatusForbidden, wire.CodeForbidden, fmt.Sprintf("volume %s is served only to primary %q (drfs serve --allow, or allow in its file); this request comes from primary %q", name, want, id), 0)
 				return
 			}
 		}
@@ -285,10 +323,10 @@ func (s *Server) withVolume(local bool, fn func(http.ResponseWriter, *http.Reque
 			return
 		}
 		if !local {
-			_, pinned := s.access.Allow[name]
+			_, pinned := access.Allow[name]
 			if err := v.Bind(id, pinned); errors.Is(err, ErrNotBound) {
-				s.opts.Logger.Warn("refused primary", "volume", name, "primary", id, logging.Err(err))
-				writeErr(w, http.StatusForbidden, wire.CodeForbidden, fmt.Sprintf("%v; the replica's operator can move it with drfs serve --allow %s=%s", err, name, id), 0)
+				s.log().Warn("refused primary", "volume", name, "primary", id, logging.Err(err))
+				writeErr(w, http.StatusForbidden, wire.CodeForbidden, fmt.Sprintf("%v; the replica's operator can move it with drfs serve --allow %s=%s (or allow: %s for it in the file)", err, name, id, id), 0)
 				return
 			} else if err != nil {
 				writeErr(w, http.StatusInternalServerError, wire.CodeOpen, err.Error(), 0)
@@ -299,12 +337,15 @@ func (s *Server) withVolume(local bool, fn func(http.ResponseWriter, *http.Reque
 	}
 }
 
+// log is the server's logger (set once by NewServer).
+func (s *Server) log() *slog.Logger { return s.opts.Logger }
+
 // identify names the primary that sent r over the network.
-func (s *Server) identify(r *http.Request) (string, error) {
-	if s.access.Identify == nil {
+func (s *Server) identify(access *Access, r *http.Request) (string, error) {
+	if access.Identify == nil {
 		return "insecure", nil
 	}
-	id, err := s.access.Identify(r)
+	id, err := access.Identify(r)
 	if err != nil {
 		return "", fmt.Errorf("not a primary's certificate: %v", err)
 	}
@@ -312,8 +353,8 @@ func (s *Server) identify(r *http.Request) (string, error) {
 }
 
 // boundTo is the primary volume name is served to.
-func (s *Server) boundTo(name string, st wire.State) string {
-	if want, ok := s.access.Allow[name]; ok {
+func boundTo(access *Access, name string, st wire.State) string {
+	if want, ok := access.Allow[name]; ok {
 		return want
 	}
 	return st.BoundPrimary

@@ -132,9 +132,20 @@ func TestServer_AllowPinsVolume(t *testing.T) {
 	// Rebinding a volume bound on first use to another primary.
 	s2, hs2 := testServer(t, nil, changelog.Limits{})
 	call(t, hs2, "hq", "GET", "/v1/volumes/vol", nil)
-	s2.SetAccess(Access{Allow: map[string]string{"vol": "dr"}, Identify: s2.access.Identify})
+	s2.SetAccess(Access{Allow: map[string]string{"vol": "dr"}, Identify: s2.getAccess().Identify})
 	if code, body := call(t, hs2, "dr", "GET", "/v1/volumes/vol", nil); code != 200 || !strings.Contains(body, `"bound_primary":"dr"`) {
 		t.Errorf("rebind with --allow: %d %s", code, body)
+	}
+	if code, _ := call(t, hs2, "hq", "GET", "/v1/volumes/vol", nil); code != http.StatusForbidden {
+		t.Errorf("the old primary after the volume moved: %d, want 403", code)
+	}
+	// The allow entry removed (a reload): the volume stays bound to the primary that used it.
+	s2.SetAccess(Access{Identify: s2.getAccess().Identify})
+	if code, _ := call(t, hs2, "hq", "GET", "/v1/volumes/vol", nil); code != http.StatusForbidden {
+		t.Errorf("the old primary after the allow entry was removed: %d, want 403", code)
+	}
+	if code, body := call(t, hs2, "dr", "GET", "/v1/volumes/vol", nil); code != 200 {
+		t.Errorf("the bound primary after the allow entry was removed: %d %s", code, body)
 	}
 }
 

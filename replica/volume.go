@@ -55,6 +55,10 @@ func pointName(p wire.Point) string {
 type Options struct {
 	KeepPoints int           // recovery points kept (at least this many)
 	KeepFor    time.Duration // and every point younger than this, however many there are
+	// Retention, if set, is consulted by a Server for the retention of each volume it opens
+	// (drfs serve --config: a volume's own keep-points and keep-for), instead of KeepPoints
+	// and KeepFor. Server.SetRetention replaces it while the server runs.
+	Retention func(volume string) (keepPoints int, keepFor time.Duration)
 	// Logger receives the volume's messages (with a volume attribute added); nil discards them.
 	Logger *slog.Logger
 	// MaxConcurrentLogs bounds the change logs a Server receives and applies at once
@@ -94,9 +98,7 @@ func OpenVolume(dir, name string, opts Options) (*Volume, error) {
 	if err := journal.ValidPath(name); err != nil || filepath.Base(name) != name {
 		return nil, fmt.Errorf("bad volume name %q", name)
 	}
-	if opts.KeepPoints <= 0 {
-		opts.KeepPoints = 24
-	}
+	opts.KeepPoints = orDefaultKeepPoints(opts.KeepPoints)
 	l := Layout{dir, name}
 	v := &Volume{name: name, dir: l.Root(), opts: opts, log: logging.OrDiscard(opts.Logger).With("volume", name)}
 	v.state = l.State()
@@ -143,6 +145,39 @@ func (v *Volume) Close() error {
 
 // Name returns the volume name.
 func (v *Volume) Name() string { return v.name }
+
+// DefaultKeepPoints is the retention count of a volume opened without one.
+const DefaultKeepPoints = 24
+
+func orDefaultKeepPoints(n int) int {
+	if n <= 0 {
+		return DefaultKeepPoints
+	}
+	return n
+}
+
+// Retention returns the volume's retention: at least keepPoints recovery points, and every
+// point younger than keepFor.
+func (v *Volume) Retention() (keepPoints int, keepFor time.Duration) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.opts.KeepPoints, v.opts.KeepFor
+}
+
+// SetRetention changes the volume's retention (the replica operator's reload). It prunes
+// nothing itself: points are pruned, by the retention of the moment, when the next change
+// log is applied, as always.
+func (v *Volume) SetRetention(keepPoints int, keepFor time.Duration) {
+	keepPoints = orDefaultKeepPoints(keepPoints)
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.opts.KeepPoints == keepPoints && v.opts.KeepFor == keepFor {
+		return
+	}
+	v.log.Info("retention changed", "keep_points", keepPoints, "keep_for", keepFor,
+		"was_keep_points", v.opts.KeepPoints, "was_keep_for", v.opts.KeepFor)
+	v.opts.KeepPoints, v.opts.KeepFor = keepPoints, keepFor
+}
 
 // DataDir returns the directory holding the volume's files.
 func (v *Volume) DataDir() string { return v.data.root }

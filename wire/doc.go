@@ -11,10 +11,12 @@
 // --insecure, loopback only) calls every client "insecure".
 //
 // A volume is served to one primary only: the one the replica's operator pinned it to
-// (drfs serve --allow V=SITE), or else the first one that used it, recorded durably in the
-// volume's state (State.BoundPrimary, trust on first use). Any other caller gets 403
-// "forbidden" on every endpoint of that volume; a volume pinned elsewhere is refused before it
-// is opened or created. After a failover the roles swap: the old primary's site becomes a
+// (drfs serve --allow V=SITE, or allow in the volume's entry of drfs serve --config), or else
+// the first one that used it, recorded durably in the volume's state (State.BoundPrimary,
+// trust on first use). Any other caller gets 403 "forbidden" on every endpoint of that volume;
+// a volume pinned elsewhere is refused before it is opened or created. A reload of the file
+// (SIGHUP) moves a pin at once: the next request of the old primary is refused, the new one's
+// rebinds the volume; a pin removed leaves the volume bound to the primary that used it last. After a failover the roles swap: the old primary's site becomes a
 // replica (drfs reverse) whose volume starts unbound and binds to the new primary on first
 // use, unless its operator pins it.
 //
@@ -22,6 +24,8 @@
 // (mode 0600). There no identity is needed or recorded, GET /v1/volumes lists every volume,
 // a state request is not a primary's heartbeat, and two things only an operator may do are
 // allowed: test-failover clones and promotions that are not a primary's planned failover.
+// drfs serve adds POST /v1/reload there (drfs serve --config FILE --reload): 200 with what
+// changed, or 409 ErrorReply listing every problem of a refused file.
 //
 // # Endpoints
 //
@@ -111,8 +115,11 @@
 //
 // # Recovery points and retention
 //
-// The replica's past is its own: retention (drfs serve --keep-points, --keep-for) is set only
-// there, and no request of a primary drops or relabels a recovery point. A resync log is kept
+// The replica's past is its own: retention (drfs serve --keep-points, --keep-for, or per
+// volume keep-points and keep-for in drfs serve --config) is set only there, and no request of
+// a primary drops or relabels a recovery point. Points are pruned only as a log is applied, by
+// the retention in force then: a reload that narrows it prunes nothing by itself, and the
+// points inside the new retention stay protected. A resync log is kept
 // as a point like a journal log; sync-complete never discards points; a planned promote never
 // rolls back (a Point or Time is refused), and is refused while points younger than
 // --keep-for exist, unless this site's operator asked for the hand-over (the refusal's message

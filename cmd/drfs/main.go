@@ -20,7 +20,8 @@ Usage:
   drfs mount --source DIR --state DIR [--volume NAME] [--metrics ADDR [--pprof]]
              [--replica URL [--interval D|continuous | --rpo D] [--bwlimit N] [--journal-max N]
               [--certs DIR]] MOUNTPOINT
-  drfs serve --config FILE | --dir DIR --listen ADDR --certs DIR [--keep-points N] [--keep-for D] [--metrics ADDR [--pprof]]
+  drfs serve --config FILE [--check | --print-config | --reload]   the replica side; SIGHUP or --reload reloads FILE
+  drfs serve --dir DIR --listen ADDR --certs DIR [--allow VOLUME=SITE]... [--keep-points N] [--keep-for D] [--metrics ADDR [--pprof]]
   drfs certs init --out DIR --site NAME [--host NAME]... | request --out DIR --site NAME [--host NAME]...
              | sign --ca DIR --site NAME --out DIR REQUEST.csr
   drfs status [--config FILE | --socket PATH | --state DIR | --dir DIR] [--json]
