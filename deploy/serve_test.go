@@ -1,8 +1,6 @@
 package deploy
 
 import (
-	"os"
-	"strings"
 	"testing"
 
 	"drfs/config"
@@ -19,45 +17,22 @@ func TestServeExample_Parses(t *testing.T) {
 	}
 }
 
-// unitKeys reads the Key=Value lines of a systemd unit file, by key.
-func unitKeys(t *testing.T, path string) map[string][]string {
-	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keys := map[string][]string{}
-	for _, l := range strings.Split(string(b), "\n") {
-		if l = strings.TrimSpace(l); l == "" || l[0] == '#' || l[0] == '[' {
-			continue
-		}
-		k, v, ok := strings.Cut(l, "=")
-		if !ok {
-			t.Errorf("%s: not Key=Value: %q", path, l)
-			continue
-		}
-		keys[k] = append(keys[k], v)
-	}
-	return keys
-}
-
-// TestServeUnit: drfs serve under systemd tells it when it is ready (Type=notify), reloads on
-// SIGHUP, and reads the file the example installs.
+// TestServeUnit: drfs serve under systemd tells it when it is ready (Type=notify), reloads
+// through its local socket (a refused file fails the reload), and reads the file the example
+// installs.
 func TestServeUnit(t *testing.T) {
-	keys := unitKeys(t, "systemd/drfs-serve.service")
-	for k, want := range map[string]string{
-		"Type":       "notify",
-		"ExecStart":  "/usr/local/bin/drfs serve --config /etc/drfs/serve.yaml",
-		"ExecReload": "/bin/kill -HUP $MAINPID",
-		"Restart":    "on-failure",
-		"After":      "network-online.target local-fs.target",
-		"WantedBy":   "multi-user.target",
+	u := parseUnit(t, "systemd/drfs-serve.service")
+	for _, c := range []struct{ section, key, want string }{
+		{"Service", "Type", "notify"},
+		{"Service", "ExecStart", binPath + " serve --config /etc/drfs/serve.yaml"},
+		{"Service", "ExecReload", binPath + " serve --config /etc/drfs/serve.yaml --reload"},
+		{"Service", "Restart", "on-failure"},
+		{"Unit", "After", "network-online.target local-fs.target"},
+		{"Install", "WantedBy", "multi-user.target"},
 	} {
-		if got := keys[k]; len(got) != 1 || got[0] != want {
-			t.Errorf("%s=%v, want %s", k, got, want)
+		if got := u.one(t, c.section, c.key); got != c.want {
+			t.Errorf("[%s] %s=%s, want %s", c.section, c.key, got, c.want)
 		}
 	}
-	if got := keys["TimeoutStopSec"]; len(got) != 1 {
-		t.Errorf("TimeoutStopSec=%v: want one, longer than drfs serve's 30 s drain", got)
-	}
+	u.one(t, "Service", "TimeoutStopSec") // longer than drfs serve's 30 s drain
 }
