@@ -95,9 +95,10 @@ cleanup() {
 	local rc=$? pid
 	set +e
 	for pid in "${!PIDS[@]}"; do [[ ${PIDS[$pid]} == guest* ]] && kill -KILL "$pid" 2>/dev/null; done
-	for pid in "${!PIDS[@]}"; do [[ ${PIDS[$pid]} == mount* ]] && stop "$pid" >/dev/null 2>&1; done
+	for pid in "${!PIDS[@]}"; do [[ ${PIDS[$pid]} == daemon* ]] && stop "$pid" >/dev/null 2>&1; done
 	for pid in "${!PIDS[@]}"; do stop "$pid" >/dev/null 2>&1; done
 	unmount "$D/hq/mnt"
+	unmount "$D/hq/build-mnt"
 	unmount "$D/dr/mnt"
 	if ((rc != 0)); then
 		for f in "$D"/logs/*; do
@@ -142,40 +143,58 @@ wait_state() {
 	die "replication_state of $1 is ${s:-unknown} after 60 s, want $2"
 }
 
-# serve SITE DIR PRIMARY-SITE PORT: the replica server of SITE, volume vms pinned to PRIMARY-SITE.
+# conf FILE: write stdin to FILE and show it (paths relative to the scratch dir).
+conf() {
+	cat >"$1"
+	echo "\$ cat $1"
+	sed "s|$D/||g; s/^/    /" "$1"
+}
+
+# serve SITE CONFIG: the replica server of SITE, configured by CONFIG.
 serve() {
-	show "$DRFS" serve --dir "$2" --listen "127.0.0.1:$4" --certs "$1/certs" --allow "vms=$3" \&
+	show "$DRFS" serve --config "$2" \&
 	local log=logs/$1-serve-$((++NLOG)).log
-	"$DRFS" serve --dir "$2" --listen "127.0.0.1:$4" --certs "$1/certs" --allow "vms=$3" >"$log" 2>&1 &
+	"$DRFS" serve --config "$2" >"$log" 2>&1 &
 	PIDS[$!]="serve on $1"
 	eval "${1^^}_SERVE=$!"
 	wait_line "$log" serving $! "drfs serve on $1"
 }
 
-# mount SITE SOURCE STATE [ARGS...]: drfs mount on SITE's mount point, metrics on a fresh port.
-mount_site() {
-	local site=$1 src=$2 state=$3
-	shift 3
-	local mp
-	mp=$(free_port)
-	show "$DRFS" mount --source "$src" --state "$state" --metrics "127.0.0.1:$mp" "$@" "$site/mnt" \&
-	local log=logs/$site-mount-$((++NLOG)).log
-	"$DRFS" mount --source "$src" --state "$state" --metrics "127.0.0.1:$mp" "$@" "$site/mnt" >"$log" 2>&1 &
-	PIDS[$!]="mount on $site"
-	eval "${site^^}_MOUNT=$! ${site^^}_METRICS=$mp ${site^^}_STATE=$state"
-	wait_line "$log" mounted $! "drfs mount on $site"
+# wait_running CONFIG PID WHAT LOG: wait (60 s) until every volume of the daemon is mounted.
+wait_running() {
+	for _ in $(seq 600); do
+		"$DRFS" status --config "$1" --json 2>/dev/null | python3 -c '
+import json, sys
+v = json.load(sys.stdin)["volumes"]
+sys.exit(0 if v and all(x["state"] == "running" for x in v) else 1)' && return 0
+		kill -0 "$2" 2>/dev/null || { wait "$2" || true; die "$3 exited: $(tail -n 5 "$4")"; }
+		sleep 0.1
+	done
+	die "$3: not every volume is mounted after 60 s: $(tail -n 5 "$4")"
 }
 
-# wire SITE: bytes the primary mounted on SITE sent to its replica since it was mounted.
+# daemon SITE CONFIG: drfs daemon on SITE, every volume of CONFIG; waits until all are mounted.
+daemon() {
+	show "$DRFS" daemon --config "$2" \&
+	local log=logs/$1-daemon-$((++NLOG)).log
+	"$DRFS" daemon --config "$2" >"$log" 2>&1 &
+	PIDS[$!]="daemon on $1"
+	eval "${1^^}_DAEMON=$!"
+	wait_running "$2" $! "drfs daemon on $1" "$log"
+}
+
+# reload CONFIG: drfs reload, showing what changed.
+reload() { show "$DRFS" reload --config "$1"; "$DRFS" reload --config "$1" | sed 's/^/    /' || die "drfs reload failed"; }
+
+# wire PORT: bytes the daemon with metrics on PORT sent for volume vms since it started.
 wire() {
-	local mp=${1^^}_METRICS
-	python3 - "${!mp}" <<-'EOF'
+	python3 - "$1" <<-'EOF'
 		import sys, urllib.request
 		want = ("drfs_shipper_wire_bytes_total", "drfs_shipper_resync_bytes_total")
 		tot = 0.0
 		for line in urllib.request.urlopen("http://127.0.0.1:%s/metrics" % sys.argv[1], timeout=10).read().decode().splitlines():
 		    f = line.split()
-		    if len(f) == 2 and f[0] in want:
+		    if len(f) == 2 and f[0].split("{")[0] in want and 'volume="vms"' in f[0]:
 		        tot += float(f[1])
 		print(int(tot))
 	EOF
@@ -243,16 +262,59 @@ runh 1 "$DRFS" certs request --out hq/certs --site hq
 runh 1 "$DRFS" certs sign --ca dr/certs --site hq --out dr/for-hq hq/certs/hq.csr
 run cp dr/for-hq/ca.pem dr/for-hq/primary.pem dr/for-hq/replica.pem hq/certs/
 
-step "replicate: dr serves replicas, hq mounts drfs over its VM directory and ships continuously"
-why "every write is journaled on hq before it returns; the journal ships to dr in compressed logs"
-serve dr dr/replica hq "$DR_PORT"
-mount_site hq hq/vms hq/state --certs hq/certs --replica "https://127.0.0.1:$DR_PORT" --interval continuous
+step "replicate: dr serves replicas; hq runs every volume of the host from one file"
+why "each volume is one consistency group; vms (the VM) ships continuously to dr, build hourly to a disk nearby"
+conf dr/serve.yaml <<EOF
+dir: $D/dr/replica
+listen: 127.0.0.1:$DR_PORT
+certs: $D/dr/certs
+keep-for: 1h               # every recovery point of the last hour is the replica site's
+volumes:
+  - name: vms
+    allow: hq              # only site hq's primary may ship vms here
+EOF
+serve dr dr/serve.yaml
+mkdir -p hq/build hq/build-state hq/build-mnt hq/nearby
+HQ_METRICS=$(free_port) DR_METRICS=$(free_port)
+hq_conf() { # hq_conf [VMS-ENTRY]: hq's configuration, with the entry of vms if given
+	conf hq/drfs.yaml <<-EOF
+		socket: $D/hq/drfs.sock
+		certs: $D/hq/certs
+		metrics:
+		  listen: 127.0.0.1:$HQ_METRICS
+		sites:
+		  dr:
+		    url: https://127.0.0.1:$DR_PORT
+		  nearby:
+		    url: file://$D/hq/nearby
+		volumes:
+		  - name: build
+		    source: $D/hq/build
+		    state: $D/hq/build-state
+		    mountpoint: $D/hq/build-mnt
+		    replica: nearby
+		    rpo: 1h
+		    tier: 5
+		$1
+	EOF
+}
+VMS_HQ="  - name: vms
+    source: $D/hq/vms
+    state: $D/hq/state
+    mountpoint: $D/hq/mnt
+    replica: dr
+    interval: continuous
+    tier: 1"
+hq_conf "$VMS_HQ"
+run "$DRFS" daemon --config hq/drfs.yaml --check
+daemon hq hq/drfs.yaml
 wait_state hq/state replicating
 run qemu-img create -q -f qcow2 hq/mnt/vm1.qcow2 64M
+echo "build output" >hq/build-mnt/artifact.txt
 guest hq1 hq/mnt/vm1.qcow2 0 0 1 hq
 guest_check
 wait_synced 150
-"$DRFS" status --state hq/state | grep -E 'replication|journal'
+run "$DRFS" status --config hq/drfs.yaml
 
 step "planned failover hq -> dr, while the VM writes"
 why "zero loss: guest writes pause, the last log ships, dr promotes at exactly that seq, hq turns read-only"
@@ -263,14 +325,47 @@ N1=$(synced)
 echo "the VM on hq synced records 1..$N1; its next write got EROFS and QEMU paused it (werror=stop)"
 stop_guest
 echo "hq: $(status hq/state replication_state)"
-stop "$HQ_MOUNT" || die "drfs mount on hq did not stop cleanly"
+why "vms leaves hq's configuration; build, untouched, never notices"
+hq_conf ""
+reload hq/drfs.yaml
 stop "$DR_SERVE" || die "drfs serve on dr did not stop cleanly"
 
 step "reverse: hq becomes dr's replica, without a copy"
 why "hq's source directory becomes a replica directory; only what changed since the common seq will travel"
 runh 1 "$DRFS" reverse --state hq/state --dir hq/replica
-serve hq hq/replica dr "$HQ_PORT"
-mount_site dr dr/replica/vms/data dr/replica/vms/primary --certs dr/certs --replica "https://127.0.0.1:$HQ_PORT" --interval continuous
+conf hq/serve.yaml <<EOF
+dir: $D/hq/replica
+listen: 127.0.0.1:$HQ_PORT
+certs: $D/hq/certs
+keep-for: 1h
+volumes:
+  - name: vms
+    allow: dr
+EOF
+serve hq hq/serve.yaml
+dr_conf() { # dr_conf DATA-DIR [SITE-URL]: dr running vms from its promoted replica
+	local repl=""
+	[[ -n ${2:-} ]] && repl="sites:
+  hq:
+    url: $2
+"
+	conf dr/drfs.yaml <<-EOF
+		socket: $D/dr/drfs.sock
+		certs: $D/dr/certs
+		metrics:
+		  listen: 127.0.0.1:$DR_METRICS
+		${repl}volumes:
+		  - name: vms
+		    source: $D/$1/vms/data
+		    state: $D/$1/vms/primary
+		    mountpoint: $D/dr/mnt
+		${2:+    replica: hq}
+		${2:+    interval: continuous}
+	EOF
+}
+dr_conf dr/replica "https://127.0.0.1:$HQ_PORT"
+daemon dr dr/drfs.yaml
+DR_STATE=dr/replica/vms/primary
 
 step "the VM runs on dr: every record it synced on hq must be there"
 guest dr1 dr/mnt/vm1.qcow2 "$N1" 300 2 dr
@@ -278,48 +373,62 @@ guest_check
 guest_done
 N2=$(synced)
 run "$DRFS" sync --state "$DR_STATE" >/dev/null
-b=$(wire dr)
+b=$(wire "$DR_METRICS")
 echo "dr -> hq: $(kib "$b") on the wire (compressed) for the $((N2 - N1)) records written on dr: the 64 MiB disk was not copied"
 
-step "fail back dr -> hq: the same two commands, the other way"
-why "a planned failover to hq, then dr is reversed into hq's replica"
+step "fail back dr -> hq: the same commands, the other way"
+why "a planned failover to hq, then dr is reversed into hq's replica and vms comes back into hq's configuration"
 runh 2 "$DRFS" failover --planned --state "$DR_STATE"
-stop "$DR_MOUNT" || die "drfs mount on dr did not stop cleanly"
+stop "$DR_DAEMON" || die "drfs daemon on dr did not stop cleanly"
 stop "$HQ_SERVE" || die "drfs serve on hq did not stop cleanly"
 why "dr/replica still holds the old replica's state: the reversed volume goes to a new directory"
 runh 1 "$DRFS" reverse --state dr/replica/vms/primary --dir dr/replica2
-serve dr dr/replica2 hq "$DR_PORT"
-mount_site hq hq/replica/vms/data hq/replica/vms/primary --certs hq/certs --replica "https://127.0.0.1:$DR_PORT" --interval continuous
+sed -i "s|$D/dr/replica\$|$D/dr/replica2|" dr/serve.yaml
+serve dr dr/serve.yaml
+hq_conf "  - name: vms
+    source: $D/hq/replica/vms/data
+    state: $D/hq/replica/vms/primary
+    mountpoint: $D/hq/mnt
+    replica: dr
+    interval: continuous
+    tier: 1"
+reload hq/drfs.yaml
+wait_running hq/drfs.yaml "$HQ_DAEMON" "drfs daemon on hq" /dev/null
+HQ_STATE=hq/replica/vms/primary
+wait_state "$HQ_STATE" replicating
 guest hq2 hq/mnt/vm1.qcow2 "$N2" 0 3 hq
 guest_check
 wait_synced $((N2 + 150))
 R=$(synced)
 run "$DRFS" sync --state "$HQ_STATE" >/dev/null
-b=$(wire hq)
+b=$(wire "$HQ_METRICS")
 echo "hq -> dr: $(kib "$b") on the wire for the ~$((R - N2)) records written on hq since the failback"
 
 step "the bad day: hq dies mid-write"
 why "kill -9 of drfs and of the VM: no last log, no goodbye; dr only has what it acknowledged"
 wait_synced $((R + 100))
-show kill -9 "$HQ_MOUNT" "$GUEST"
+show kill -9 "$HQ_DAEMON" "$GUEST"
 { # (stderr closed: bash reports jobs killed by a signal there)
-	kill -KILL "$HQ_MOUNT" "$GUEST"
-	stop "$HQ_MOUNT" || true
+	kill -KILL "$HQ_DAEMON" "$GUEST"
+	stop "$HQ_DAEMON" || true
 	stop "$GUEST" || true
 } 2>/dev/null
 N3=$(synced)
 unmount hq/mnt
+unmount hq/build-mnt
 echo "the VM on hq had synced records 1..$N3"
 
 step "dr: promote the latest recovery point, forced"
 why "--force: hq cannot hand over; if it comes back it is fenced"
 show "$DRFS" points --dir dr/replica2 --volume vms
 "$DRFS" points --dir dr/replica2 --volume vms | sed -n '1p;$p'
+stop "$DR_SERVE" || die "drfs serve on dr did not stop cleanly"
 runh 1 "$DRFS" promote --dir dr/replica2 --volume vms --force
 
 step "the promoted disk checks clean"
 run qemu-img check dr/replica2/vms/data/vm1.qcow2
-mount_site dr dr/replica2/vms/data dr/replica2/vms/primary
+dr_conf dr/replica2
+daemon dr dr/drfs.yaml
 guest dr2 dr/mnt/vm1.qcow2 "$R" 100 4 dr
 guest_check
 guest_done
@@ -330,10 +439,12 @@ else
 	echo "no record the VM synced on hq was lost: replication had kept up to the moment it died"
 fi
 
-step "hq comes back: its drfs replays its journal, ships to dr, and is refused"
-why "two primaries are detected, never merged: hq keeps serving its guests but stops shipping"
-mount_site hq hq/replica/vms/data hq/replica/vms/primary --certs hq/certs --replica "https://127.0.0.1:$DR_PORT" --interval continuous
+step "hq comes back: its drfs replays its journals, ships to dr, and is refused"
+why "two primaries are detected, never merged: hq keeps serving its guests but stops shipping vms"
+serve dr dr/serve.yaml
+daemon hq hq/drfs.yaml
 wait_state "$HQ_STATE" fenced
 run "$DRFS" status --state "$HQ_STATE"
+run "$DRFS" status --config hq/drfs.yaml
 
 step "demo OK in $(awk -v a="$T0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.0f", b - a }') s"
