@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"os"
 	"os/exec"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -85,8 +86,9 @@ type Dashboard struct {
 	SchemaVersion int    `json:"schemaVersion"`
 	Templating    struct {
 		List []struct {
-			Name string `json:"name"`
-			Type string `json:"type"`
+			Name       string `json:"name"`
+			Type       string `json:"type"`
+			Definition string `json:"definition"`
 		} `json:"list"`
 	} `json:"templating"`
 	Panels []Panel `json:"panels"`
@@ -94,25 +96,81 @@ type Dashboard struct {
 
 // Panel is one dashboard panel (rows hold theirs in Panels).
 type Panel struct {
+	ID         int             `json:"id"`
 	Title      string          `json:"title"`
 	Type       string          `json:"type"`
 	Datasource json.RawMessage `json:"datasource"`
 	Targets    []struct {
 		Expr string `json:"expr"`
 	} `json:"targets"`
-	Panels []Panel `json:"panels"`
+	Panels  []Panel `json:"panels"`
+	GridPos struct {
+		H, W, X, Y int
+	} `json:"gridPos"`
 }
 
-func TestDashboard_Valid(t *testing.T) {
+func readDashboard(t *testing.T) Dashboard {
+	t.Helper()
 	b, err := os.ReadFile("grafana/drfs-dashboard.json")
 	if err != nil {
 		t.Fatal(err)
 	}
 	var d Dashboard
-	dec := json.NewDecoder(strings.NewReader(string(b)))
-	if err := dec.Decode(&d); err != nil {
+	if err := json.Unmarshal(b, &d); err != nil {
 		t.Fatalf("dashboard is not valid JSON: %v", err)
 	}
+	return d
+}
+
+// TestDashboard_Layout fails when panels overlap or leave the 24-column grid, when two panels
+// share an id, or when a query uses a variable the dashboard does not define.
+func TestDashboard_Layout(t *testing.T) {
+	d := readDashboard(t)
+	vars := map[string]bool{}
+	for _, v := range d.Templating.List {
+		vars[v.Name] = true
+	}
+	varRef := regexp.MustCompile(`\$\{?([a-zA-Z_][a-zA-Z0-9_]*)`)
+	ids := map[int]string{}
+	type cell struct{ x, y int }
+	taken := map[cell]string{}
+	for _, p := range d.Panels {
+		if len(p.Panels) > 0 {
+			t.Errorf("row %q is collapsed (holds its panels): keep rows open so every panel has a place on the grid", p.Title)
+		}
+		if prev, ok := ids[p.ID]; ok {
+			t.Errorf("panels %q and %q share id %d", prev, p.Title, p.ID)
+		}
+		ids[p.ID] = p.Title
+		g := p.GridPos
+		if g.W <= 0 || g.H <= 0 || g.X < 0 || g.Y < 0 || g.X+g.W > 24 {
+			t.Errorf("panel %q: gridPos %+v is off the 24-column grid", p.Title, g)
+		}
+		if p.Type == "row" && (g.X != 0 || g.W != 24 || g.H != 1) {
+			t.Errorf("row %q: gridPos %+v, want the full width and height 1", p.Title, g)
+		}
+	overlap:
+		for x := g.X; x < g.X+g.W; x++ {
+			for y := g.Y; y < g.Y+g.H; y++ {
+				if other, ok := taken[cell{x, y}]; ok {
+					t.Errorf("panels %q and %q overlap at x=%d y=%d", other, p.Title, x, y)
+					break overlap
+				}
+				taken[cell{x, y}] = p.Title
+			}
+		}
+		for _, q := range p.Targets {
+			for _, m := range varRef.FindAllStringSubmatch(q.Expr, -1) {
+				if !vars[m[1]] && !strings.HasPrefix(m[1], "__") {
+					t.Errorf("panel %q: query %q uses $%s, which is not a template variable", p.Title, q.Expr, m[1])
+				}
+			}
+		}
+	}
+}
+
+func TestDashboard_Valid(t *testing.T) {
+	d := readDashboard(t)
 	if d.Title == "" || d.UID == "" || d.SchemaVersion < 30 {
 		t.Errorf("title %q, uid %q, schemaVersion %d: want all set (schemaVersion >= 30)", d.Title, d.UID, d.SchemaVersion)
 	}

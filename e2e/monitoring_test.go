@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"drfs/config"
 )
 
 // The alert rules and the dashboard operators install (deploy/).
@@ -71,8 +73,10 @@ func TestPromMetricNames(t *testing.T) {
 	}
 }
 
-// monitoringExprs returns every PromQL expression of the alert rules and the dashboard, each
-// with where it comes from.
+var annotationQuery = regexp.MustCompile("printf `([^`]*)`")
+
+// monitoringExprs returns every PromQL expression of the alert rules (and of their annotations'
+// templates) and the dashboard, each with where it comes from.
 func monitoringExprs(t *testing.T) map[string]string {
 	t.Helper()
 	exprs := map[string]string{}
@@ -91,6 +95,10 @@ func monitoringExprs(t *testing.T) map[string]string {
 				t.Fatalf("%s: alert %s: write expr on one line (the test reads it line by line)", alertRulesFile, alert)
 			}
 			exprs[e] = "alert " + alert
+		}
+		// The queries of annotation templates: {{ with printf `QUERY` ... | query }}.
+		for _, m := range annotationQuery.FindAllStringSubmatch(l, -1) {
+			exprs[m[1]] = "annotation of alert " + alert
 		}
 	}
 	b, err := os.ReadFile(filepath.Join(repoRoot, dashboardFile))
@@ -180,9 +188,118 @@ func metricName(series string) string {
 	return series
 }
 
-// TestMonitoring scrapes a replicating mount and its replica and checks that every metric the
-// alert rules and the dashboard name is exported, so that renaming a metric breaks this test
-// instead of silencing an alert; and that the state values the rules match exist.
+var promLabel = regexp.MustCompile(`([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"`)
+
+// seriesLabels returns the labels of a series line's name and labels (`name{a="b"}`).
+func seriesLabels(series string) map[string]string {
+	ls := map[string]string{}
+	if i := strings.IndexByte(series, '{'); i >= 0 {
+		for _, m := range promLabel.FindAllStringSubmatch(series[i:], -1) {
+			ls[m[1]] = m[2]
+		}
+	}
+	return ls
+}
+
+// lookupSeries returns the value of the series of metric name whose labels include want.
+func lookupSeries(scrape map[string]float64, name string, want map[string]string) (float64, bool) {
+	for s, v := range scrape {
+		if metricName(s) != name {
+			continue
+		}
+		ls := seriesLabels(s)
+		match := true
+		for k, w := range want {
+			if ls[k] != w {
+				match = false
+			}
+		}
+		if match {
+			return v, true
+		}
+	}
+	return 0, false
+}
+
+// hostMetrics are the series of a primary host (drfs daemon, and drfs mount, which runs its
+// code for one volume) that belong to no volume, with the label that tells them apart
+// instead. Every other drfs_ series of a primary carries volume.
+var hostMetrics = map[string]string{
+	"drfs_daemon_reloads_total":           "result",
+	"drfs_link_capacity_bytes_per_second": "site",
+	"drfs_link_measured_bytes_per_second": "site",
+	"drfs_link_budget_bytes_per_second":   "site",
+	"drfs_link_busy_ratio":                "site",
+	"drfs_link_busy_seconds_total":        "site",
+}
+
+// conditionalMetrics are the metrics the rules and the dashboard name that are exported only in
+// a state a healthy, caught-up volume is not in, and the file that declares them. TestMonitoring
+// brings a second volume into the state of those marked atRisk (a link budget far below what
+// it writes) rather than skip them; the others it cannot bring about with drfs mount, so it
+// checks that their declaration is still there, and that they are indeed not exported yet.
+var conditionalMetrics = []struct {
+	name, when, source string
+	atRisk             bool
+}{
+	{"drfs_link_rpo_miss_in_seconds", "while the link predicts that the volume misses its RPO target", "link/metrics.go", true},
+	{"drfs_link_deadline_seconds", "while the volume has changes the replica has not acknowledged", "link/metrics.go", true},
+	{"drfs_daemon_volume_failures_total", "from the volume's first failure on (drfs mount exits on one; drfs daemon starts the volume again)", "daemon/metrics.go", false},
+}
+
+// checkPrimaryLabels fails for a drfs_ series of a primary that is not labelled with its
+// volume (or, for the host's own series, with the label of hostMetrics), and for a link
+// series that does not name the site of drfs mount's --replica.
+func checkPrimaryLabels(t *testing.T, scrape map[string]float64, volume string) {
+	t.Helper()
+	for s := range scrape {
+		name := metricName(s)
+		if !strings.HasPrefix(name, "drfs_") {
+			continue
+		}
+		ls := seriesLabels(s)
+		if l, ok := hostMetrics[name]; ok {
+			if _, has := ls["volume"]; has {
+				t.Errorf("%s: a host series with a volume label", s)
+			}
+			if ls[l] == "" {
+				t.Errorf("%s: no %s label", s, l)
+			}
+		} else if ls["volume"] != volume {
+			t.Errorf("%s: want the label volume=%q on every series of the volume", s, volume)
+		}
+		if strings.HasPrefix(name, "drfs_link_") && ls["site"] != config.ReplicaSite {
+			t.Errorf("%s: want the label site=%q (the site drfs mount gives --replica)", s, config.ReplicaSite)
+		}
+	}
+}
+
+// waitReplicating scrapes addr until m's volume shows the replicating state, and returns the
+// scrape.
+func waitReplicating(t *testing.T, m *Mount, r *Replica, addr string) map[string]float64 {
+	t.Helper()
+	var scrape map[string]float64
+	if !waitFor(10*time.Second, func() bool {
+		scrape = scrapeSeries(t, addr)
+		v, _ := lookupSeries(scrape, "drfs_shipper_replication_state", map[string]string{"state": "replicating", "volume": m.Volume})
+		return v == 1
+	}) {
+		t.Fatalf("volume %s never showed the replicating state in its metrics:\n%s\n%s", m.Volume, m.DaemonLog(), r.Log())
+	}
+	return scrape
+}
+
+var (
+	promSelector = regexp.MustCompile(`([a-zA-Z_:][a-zA-Z0-9_:]*)\{([^}]*)\}`)
+	promMatcher  = regexp.MustCompile(`([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|=)\s*"([^"]*)"`)
+)
+
+// TestMonitoring scrapes two replicating mounts and their replica and checks that every metric
+// the alert rules and the dashboard name is exported, so that renaming a metric breaks this
+// test instead of silencing an alert; that the label values the rules match exist; and that
+// every series of a volume is labelled with it. The first volume keeps up with its target; the
+// second writes far more than its link budget carries, so that the link predicts it misses
+// its target and the series exported only then (conditionalMetrics) are checked too.
 func TestMonitoring(t *testing.T) {
 	requireTools(t)
 	exprs := monitoringExprs(t)
@@ -196,21 +313,57 @@ func TestMonitoring(t *testing.T) {
 		t.Fatal(err)
 	}
 	m.Sync(time.Minute)
-	var primary map[string]float64
-	if !waitFor(10*time.Second, func() bool {
-		primary = scrapeSeries(t, metrics)
-		return primary[`drfs_shipper_replication_state{state="replicating"}`] == 1
+	primary := waitReplicating(t, m, r, metrics)
+
+	// 32 KiB/s cannot carry 2 MiB of incompressible writes within a 1 s target: one log alone
+	// (at least link.MinLogBytes) takes seconds.
+	riskMetrics := freeAddr(t)
+	risky := testMountWith(t, MountOptions{Volume: "risky", Args: r.MountArgs("--rpo", "1s", "--bwlimit", "32K", "--metrics", riskMetrics)})
+	waitReplicating(t, risky, r, riskMetrics)
+	if err := os.WriteFile(filepath.Join(risky.Mnt, "disk.img"), randBytes(4, 2<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var atRisk map[string]float64
+	vol := map[string]string{"site": config.ReplicaSite, "volume": risky.Volume}
+	var missing []string
+	if !waitFor(30*time.Second, func() bool {
+		atRisk = scrapeSeries(t, riskMetrics)
+		missing = nil
+		if v, _ := lookupSeries(atRisk, "drfs_link_rpo_at_risk", vol); v != 1 {
+			missing = append(missing, "drfs_link_rpo_at_risk == 1")
+		}
+		for _, c := range conditionalMetrics {
+			if _, ok := lookupSeries(atRisk, c.name, vol); c.atRisk && !ok {
+				missing = append(missing, c.name)
+			}
+		}
+		return len(missing) == 0
 	}) {
-		t.Fatalf("primary never showed the replicating state in its metrics:\n%s\n%s", m.DaemonLog(), r.Log())
+		t.Fatalf("volume %s, at risk on its link, does not export %v:\n%s", risky.Volume, missing, risky.DaemonLog())
 	}
 	replica := scrapeSeries(t, r.Metrics)
 
 	exported := map[string]bool{}
-	for s := range primary {
-		exported[metricName(s)] = true
+	for _, sc := range []map[string]float64{primary, atRisk, replica} {
+		for s := range sc {
+			exported[metricName(s)] = true
+		}
 	}
-	for s := range replica {
-		exported[metricName(s)] = true
+	unexercised := map[string]bool{}
+	for _, c := range conditionalMetrics {
+		src, err := os.ReadFile(filepath.Join(repoRoot, c.source))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(src), `"`+c.name+`"`) {
+			t.Errorf("%s, listed as exported %s, is not declared in %s any more", c.name, c.when, c.source)
+		}
+		if !c.atRisk {
+			if exported[c.name] {
+				t.Errorf("%s, listed as exported only %s, is exported now: drop it from conditionalMetrics", c.name, c.when)
+			}
+			unexercised[c.name] = true
+		}
 	}
 	seen := map[string]bool{}
 	for e, where := range exprs {
@@ -220,33 +373,73 @@ func TestMonitoring(t *testing.T) {
 		}
 		for _, n := range names {
 			seen[n] = true
-			if !exported[n] {
+			if !exported[n] && !unexercised[n] {
 				t.Errorf("%s: %q uses %s, which neither drfs mount nor drfs serve exports", where, e, n)
 			}
 		}
 	}
+	for _, c := range conditionalMetrics {
+		if !seen[c.name] {
+			t.Errorf("%s is listed as conditional (exported %s) but no rule or panel names it: drop it from the list", c.name, c.when)
+		}
+		if unexercised[c.name] {
+			t.Logf("%s: not exported by this test's volumes: it is exported %s; declared in %s", c.name, c.when, c.source)
+		}
+	}
 	t.Logf("%d expressions name %d metrics", len(exprs), len(seen))
 
-	// The state values the rules and dashboard match on.
-	stateSel := regexp.MustCompile(`drfs_shipper_replication_state\{[^}]*state=~?"([^"]*)"`)
+	// Every series of a volume carries its name: the rules join and group by it.
+	checkPrimaryLabels(t, primary, m.Volume)
+	checkPrimaryLabels(t, atRisk, risky.Volume)
+
+	// The label values the rules and the dashboard match on (replication states, reload
+	// results); not the dashboard's variables.
+	all := map[string]float64{}
+	for _, sc := range []map[string]float64{primary, atRisk, replica} {
+		for s, v := range sc {
+			all[s] = v
+		}
+	}
 	for e, where := range exprs {
-		for _, m := range stateSel.FindAllStringSubmatch(e, -1) {
-			for _, st := range strings.Split(m[1], "|") {
-				if _, ok := primary[`drfs_shipper_replication_state{state="`+st+`"}`]; !ok {
-					t.Errorf("%s: %q matches replication state %q, which is not exported", where, e, st)
+		for _, sel := range promSelector.FindAllStringSubmatch(e, -1) {
+			for _, mt := range promMatcher.FindAllStringSubmatch(sel[2], -1) {
+				if strings.ContainsAny(mt[3], "$*") {
+					continue
+				}
+				for _, val := range strings.Split(mt[3], "|") {
+					if _, ok := lookupSeries(all, sel[1], map[string]string{mt[1]: val}); !ok {
+						t.Errorf("%s: %q matches %s{%s=%q}, which is not exported", where, e, sel[1], mt[1], val)
+					}
 				}
 			}
 		}
 	}
-	// The limits the rules compare against are the mount's flags.
-	for s, want := range map[string]float64{
-		"drfs_shipper_rpo_target_seconds": 30,
-		"drfs_shipper_journal_max_bytes":  64 << 20,
-		"drfs_shipper_failover_in_doubt":  0,
-		"drfs_shipper_verify_differences": 0,
+
+	// The limits the rules compare against are the mounts' flags; the daemon's own series.
+	for _, c := range []struct {
+		scrape map[string]float64
+		name   string
+		labels map[string]string
+		want   float64
+	}{
+		{primary, "drfs_shipper_rpo_target_seconds", map[string]string{"volume": m.Volume}, 30},
+		{primary, "drfs_shipper_journal_max_bytes", map[string]string{"volume": m.Volume}, 64 << 20},
+		{primary, "drfs_shipper_failover_in_doubt", map[string]string{"volume": m.Volume}, 0},
+		{primary, "drfs_shipper_verify_differences", map[string]string{"volume": m.Volume}, 0},
+		{primary, "drfs_link_budget_bytes_per_second", map[string]string{"site": config.ReplicaSite}, 0},
+		{primary, "drfs_link_rpo_at_risk", map[string]string{"site": config.ReplicaSite, "volume": m.Volume}, 0},
+		{primary, "drfs_daemon_volume_up", map[string]string{"volume": m.Volume}, 1},
+		{primary, "drfs_daemon_reloads_total", map[string]string{"result": "applied"}, 0},
+		{primary, "drfs_daemon_reloads_total", map[string]string{"result": "refused"}, 0},
+		{atRisk, "drfs_shipper_rpo_target_seconds", map[string]string{"volume": risky.Volume}, 1},
+		{atRisk, "drfs_link_budget_bytes_per_second", map[string]string{"site": config.ReplicaSite}, 32 << 10},
+		{atRisk, "drfs_daemon_volume_up", map[string]string{"volume": risky.Volume}, 1},
 	} {
-		if got, ok := primary[s]; !ok || got != want {
-			t.Errorf("%s = %v (exported: %v), want %v", s, got, ok, want)
+		if got, ok := lookupSeries(c.scrape, c.name, c.labels); !ok || got != c.want {
+			t.Errorf("%s%v = %v (exported: %v), want %v", c.name, c.labels, got, ok, c.want)
 		}
+	}
+	if v, _ := lookupSeries(atRisk, "drfs_link_rpo_miss_in_seconds", vol); v < 0 {
+		t.Errorf("drfs_link_rpo_miss_in_seconds%v = %v, want a time to come", vol, v)
 	}
 }
