@@ -50,6 +50,9 @@ type runner struct {
 }
 
 func newRunner(h *Host, v *config.Volume, site *config.Site, certs string) *runner {
+	// Exported from the start: increase() sees the first failure.
+	h.m.restarts.WithLabelValues(v.Name)
+	h.m.up.WithLabelValues(v.Name)
 	ctx, cancel := context.WithCancel(context.Background())
 	return &runner{h: h, name: v.Name, log: h.log.With("volume", v.Name), ctx: ctx, cancel: cancel,
 		done: make(chan struct{}), remount: make(chan struct{}, 1), retry: make(chan struct{}, 1),

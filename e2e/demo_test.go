@@ -59,7 +59,11 @@ func TestDemo(t *testing.T) {
 	for _, want := range []string{
 		"drfs certs request --out hq/certs --site hq",
 		"drfs certs sign --ca dr/certs --site hq",
-		"--allow vms=hq",
+		"allow: hq",
+		"drfs daemon --config hq/drfs.yaml",
+		"removed    vms",
+		"added      vms",
+		"untouched  build",
 		"guests were paused for ",
 		"(needed 1..", // the guest found every record it synced before the planned failover
 		"dr -> hq: ",

@@ -235,16 +235,11 @@ var hostMetrics = map[string]string{
 
 // conditionalMetrics are the metrics the rules and the dashboard name that are exported only in
 // a state a healthy, caught-up volume is not in, and the file that declares them. TestMonitoring
-// brings a second volume into the state of those marked atRisk (a link budget far below what
-// it writes) rather than skip them; the others it cannot bring about with drfs mount, so it
-// checks that their declaration is still there, and that they are indeed not exported yet.
-var conditionalMetrics = []struct {
-	name, when, source string
-	atRisk             bool
-}{
-	{"drfs_link_rpo_miss_in_seconds", "while the link predicts that the volume misses its RPO target", "link/metrics.go", true},
-	{"drfs_link_deadline_seconds", "while the volume has changes the replica has not acknowledged", "link/metrics.go", true},
-	{"drfs_daemon_volume_failures_total", "from the volume's first failure on (drfs mount exits on one; drfs daemon starts the volume again)", "daemon/metrics.go", false},
+// brings a second volume into that state (a link budget far below what it writes) rather than
+// skip them.
+var conditionalMetrics = []struct{ name, when, source string }{
+	{"drfs_link_rpo_miss_in_seconds", "while the link predicts that the volume misses its RPO target", "link/metrics.go"},
+	{"drfs_link_deadline_seconds", "while the volume has changes the replica has not acknowledged", "link/metrics.go"},
 }
 
 // checkPrimaryLabels fails for a drfs_ series of a primary that is not labelled with its
@@ -333,7 +328,7 @@ func TestMonitoring(t *testing.T) {
 			missing = append(missing, "drfs_link_rpo_at_risk == 1")
 		}
 		for _, c := range conditionalMetrics {
-			if _, ok := lookupSeries(atRisk, c.name, vol); c.atRisk && !ok {
+			if _, ok := lookupSeries(atRisk, c.name, vol); !ok {
 				missing = append(missing, c.name)
 			}
 		}
@@ -349,7 +344,6 @@ func TestMonitoring(t *testing.T) {
 			exported[metricName(s)] = true
 		}
 	}
-	unexercised := map[string]bool{}
 	for _, c := range conditionalMetrics {
 		src, err := os.ReadFile(filepath.Join(repoRoot, c.source))
 		if err != nil {
@@ -357,12 +351,6 @@ func TestMonitoring(t *testing.T) {
 		}
 		if !strings.Contains(string(src), `"`+c.name+`"`) {
 			t.Errorf("%s, listed as exported %s, is not declared in %s any more", c.name, c.when, c.source)
-		}
-		if !c.atRisk {
-			if exported[c.name] {
-				t.Errorf("%s, listed as exported only %s, is exported now: drop it from conditionalMetrics", c.name, c.when)
-			}
-			unexercised[c.name] = true
 		}
 	}
 	seen := map[string]bool{}
@@ -373,7 +361,7 @@ func TestMonitoring(t *testing.T) {
 		}
 		for _, n := range names {
 			seen[n] = true
-			if !exported[n] && !unexercised[n] {
+			if !exported[n] {
 				t.Errorf("%s: %q uses %s, which neither drfs mount nor drfs serve exports", where, e, n)
 			}
 		}
@@ -381,9 +369,6 @@ func TestMonitoring(t *testing.T) {
 	for _, c := range conditionalMetrics {
 		if !seen[c.name] {
 			t.Errorf("%s is listed as conditional (exported %s) but no rule or panel names it: drop it from the list", c.name, c.when)
-		}
-		if unexercised[c.name] {
-			t.Logf("%s: not exported by this test's volumes: it is exported %s; declared in %s", c.name, c.when, c.source)
 		}
 	}
 	t.Logf("%d expressions name %d metrics", len(exprs), len(seen))

@@ -268,7 +268,7 @@ conf dr/serve.yaml <<EOF
 dir: $D/dr/replica
 listen: 127.0.0.1:$DR_PORT
 certs: $D/dr/certs
-keep-for: 1h               # every recovery point of the last hour is the replica site's
+keep-points: 48            # recovery points kept (keep-for would also protect by age)
 volumes:
   - name: vms
     allow: hq              # only site hq's primary may ship vms here
@@ -337,7 +337,6 @@ conf hq/serve.yaml <<EOF
 dir: $D/hq/replica
 listen: 127.0.0.1:$HQ_PORT
 certs: $D/hq/certs
-keep-for: 1h
 volumes:
   - name: vms
     allow: dr

@@ -258,6 +258,9 @@ func printHost(w io.Writer, st control.HostStatus, now time.Time) {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", v.Name, state, site, tier, target, lag, deadline, share, seqs, note)
 	}
 	tw.Flush()
+	if len(st.Links) > 0 {
+		fmt.Fprintln(w)
+	}
 	for _, l := range st.Links {
 		how := "measured"
 		if l.MeasuredBytesPerSecond == 0 {
@@ -267,7 +270,7 @@ func printHost(w io.Writer, st control.HostStatus, now time.Time) {
 		if l.BudgetBytesPerSecond > 0 {
 			budget = "budget " + units.Bytes(l.BudgetBytesPerSecond) + "/s"
 		}
-		fmt.Fprintf(w, "\nlink to %s: %s/s (%s, %s), busy %.0f%% of the last 30s\n", l.Site,
+		fmt.Fprintf(w, "link to %s: %s/s (%s, %s), busy %.0f%% of the last 30s\n", l.Site,
 			units.Bytes(int64(l.CapacityBytesPerSecond)), how, budget, 100*l.BusyRatio)
 	}
 	if len(notes) > 0 {
