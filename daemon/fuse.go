@@ -65,7 +65,7 @@ func fuseConn(mnt string) (uint32, error) {
 
 // heldElsewhere is how long unmount waits for the FUSE connection to end once the kernel
 // unmounted it here, before it concludes that another mount namespace holds a copy.
-const heldElsewhere = 10 * time.Second
+const heldElsewhere = 3 * time.Second
 
 // unmount asks the kernel to unmount; while the mount is busy (a guest still has files open)
 // it retries for a while and then detaches it lazily, so drfs keeps serving open files until
