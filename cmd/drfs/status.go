@@ -161,6 +161,9 @@ func (c *statusCommand) host(ctx context.Context) error {
 	}
 	st, err := control.NewHostClient(sock).Status(ctx)
 	if errors.Is(err, control.ErrNotRunning) && file != "" {
+		if _, serr := os.Stat(file); errors.Is(serr, os.ErrNotExist) && c.file == "" {
+			return fmt.Errorf("no drfs daemon answers on %s and there is no %s: for a volume of drfs mount, give --state DIR", sock, file)
+		}
 		if st, err = configuredStatus(ctx, file); err == nil {
 			fmt.Fprintf(os.Stderr, "drfs: no drfs daemon answers on %s: the volumes of %s as their state directories hold them\n", sock, file)
 		}
