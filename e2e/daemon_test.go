@@ -9,8 +9,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -25,12 +23,8 @@ type Daemon struct {
 	Socket  string
 	Metrics string
 
-	mu      sync.Mutex
-	cmd     *exec.Cmd
-	done    chan struct{}
-	waitErr error
-	logPath string
-	starts  int
+	proc
+	starts int
 }
 
 // newDaemon makes a scratch directory for a daemon; nothing runs yet.
@@ -38,7 +32,7 @@ func newDaemon(t testing.TB) *Daemon {
 	t.Helper()
 	requireTools(t, "umount")
 	requireBuilt(t, drfsBin, "drfs (cmd/drfs)")
-	d := &Daemon{t: t, Dir: scratchDir(t, "drfs-e2e-daemon-")}
+	d := &Daemon{t: t, Dir: scratchDir(t, "drfs-e2e-daemon-"), proc: proc{name: "daemon"}}
 	d.Config = filepath.Join(d.Dir, "drfs.yaml")
 	d.Socket = filepath.Join(d.Dir, "drfs.sock")
 	d.Metrics = freeAddr(t)
@@ -82,29 +76,11 @@ func (d *Daemon) Start() {
 	t := d.t
 	t.Helper()
 	d.starts++
-	d.logPath = filepath.Join(d.Dir, "logs", fmt.Sprintf("daemon.%d.log", d.starts))
-	logf, err := os.Create(d.logPath)
-	if err != nil {
+	logPath := filepath.Join(d.Dir, "logs", fmt.Sprintf("daemon.%d.log", d.starts))
+	if _, err := d.start(exec.Command(drfsBin, "daemon", "--config", d.Config), logPath, ""); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(drfsBin, "daemon", "--config", d.Config)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	d.mu.Lock()
-	d.cmd, d.done, d.waitErr = cmd, done, nil
-	d.mu.Unlock()
-	go func() {
-		err := cmd.Wait()
-		logf.Close()
-		d.mu.Lock()
-		d.waitErr = err
-		d.mu.Unlock()
-		close(done)
-	}()
+	done := d.exited()
 	if !waitFor(15*time.Second, func() bool {
 		select {
 		case <-done:
@@ -117,30 +93,6 @@ func (d *Daemon) Start() {
 		t.Fatalf("drfs daemon did not answer on %s (exit %v):\n%s", d.Socket, d.exitErr(), d.Log())
 	}
 }
-
-func (d *Daemon) Running() bool {
-	d.mu.Lock()
-	done := d.done
-	d.mu.Unlock()
-	if done == nil {
-		return false
-	}
-	select {
-	case <-done:
-		return false
-	default:
-		return true
-	}
-}
-
-func (d *Daemon) exitErr() error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.waitErr
-}
-
-// Log is the tail of the daemon's log.
-func (d *Daemon) Log() string { return logTail(d.logPath) }
 
 // FullLog is the daemon's whole log.
 func (d *Daemon) FullLog() string {
@@ -241,47 +193,21 @@ func (d *Daemon) Reload() (string, error) {
 	return run(d.t, 2*time.Minute, drfsBin, "reload", "--socket", d.Socket)
 }
 
-// Stop sends SIGTERM and waits for a clean exit.
+// daemonStopTimeout is how long a daemon has to stop all its volumes after SIGTERM.
+const daemonStopTimeout = 30 * time.Second
+
+// Stop sends SIGTERM and waits for a clean exit; a daemon stuck for daemonStopTimeout is
+// asked for a goroutine dump and killed (proc.stop).
 func (d *Daemon) Stop() {
 	d.t.Helper()
-	if err := d.stop(); err != nil {
+	if err := d.stop(daemonStopTimeout); err != nil {
 		d.t.Fatalf("stop: %v\n%s", err, d.Log())
 	}
 }
 
-func (d *Daemon) stop() error {
-	if !d.Running() {
-		return fmt.Errorf("daemon not running (exit: %v)", d.exitErr())
-	}
-	d.mu.Lock()
-	cmd, done := d.cmd, d.done
-	d.mu.Unlock()
-	cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-done:
-	case <-time.After(30 * time.Second):
-		// A goroutine dump in the log says where it is stuck.
-		cmd.Process.Signal(syscall.SIGQUIT)
-		select {
-		case <-done:
-		case <-time.After(5 * time.Second):
-			syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-			<-done
-		}
-		kept := filepath.Join(os.TempDir(), fmt.Sprintf("drfs-daemon-stuck-%d.log", cmd.Process.Pid))
-		b, _ := os.ReadFile(d.logPath)
-		os.WriteFile(kept, b, 0o644)
-		return fmt.Errorf("daemon did not exit within 30s of SIGTERM (sent SIGQUIT: goroutines in %s)", kept)
-	}
-	if err := d.exitErr(); err != nil {
-		return fmt.Errorf("daemon exit after SIGTERM: %v (want status 0)", err)
-	}
-	return nil
-}
-
 func (d *Daemon) cleanup() {
 	if d.Running() {
-		if err := d.stop(); err != nil {
+		if err := d.stop(daemonStopTimeout); err != nil {
 			d.t.Errorf("cleanup: %v\n%s", err, d.Log())
 		}
 	}

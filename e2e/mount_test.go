@@ -20,8 +20,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -127,12 +125,8 @@ type Mount struct {
 	Logs   string   // directory for daemon logs, outside src/state/mnt
 	Args   []string // extra `drfs mount` flags (replication); may be changed before Remount
 
-	mu      sync.Mutex
-	cmd     *exec.Cmd
-	done    chan struct{}
-	waitErr error
-	logPath string
-	starts  int
+	proc
+	starts int
 }
 
 // scratchDir makes a directory on a disk file system (O_DIRECT does not
@@ -203,6 +197,7 @@ func testMountWith(t testing.TB, o MountOptions) *Mount {
 		Logs:   filepath.Join(d, "logs"),
 		Volume: o.Volume,
 		Args:   o.Args,
+		proc:   proc{name: "daemon"},
 	}
 	for _, p := range []string{m.Src, m.State, m.Mnt, m.Logs} {
 		if err := os.MkdirAll(p, 0o755); err != nil {
@@ -235,32 +230,11 @@ func (m *Mount) startErr() error {
 	}
 	bin, args := daemonCommand(t, m)
 	m.starts++
-	m.logPath = filepath.Join(m.Logs, fmt.Sprintf("daemon.%d.log", m.starts))
-	logf, err := os.Create(m.logPath)
-	if err != nil {
+	logPath := filepath.Join(m.Logs, fmt.Sprintf("daemon.%d.log", m.starts))
+	if _, err := m.proc.start(exec.Command(bin, args...), logPath, ""); err != nil {
 		return err
 	}
-	cmd := exec.Command(bin, args...)
-	cmd.Stdout = logf
-	cmd.Stderr = logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		logf.Close()
-		return fmt.Errorf("start %s %v: %v", bin, args, err)
-	}
-	done := make(chan struct{})
-	m.mu.Lock()
-	m.cmd, m.done, m.waitErr = cmd, done, nil
-	m.mu.Unlock()
-	go func() {
-		err := cmd.Wait()
-		logf.Close()
-		m.mu.Lock()
-		m.waitErr = err
-		m.mu.Unlock()
-		close(done)
-	}()
-
+	done := m.exited()
 	deadline := time.Now().Add(10 * time.Second)
 	for !isFuseMounted(m.Mnt) {
 		select {
@@ -270,11 +244,13 @@ func (m *Mount) startErr() error {
 		case <-time.After(20 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-			<-done
+			how := "killed it"
+			if err := m.kill(10 * time.Second); err != nil {
+				how = err.Error()
+			}
 			forceUnmount(m.Mnt)
-			return fmt.Errorf("%s not mounted 10s after starting %s %s (killed it)\n--- daemon output ---\n%s",
-				m.Mnt, bin, strings.Join(args, " "), m.DaemonLog())
+			return fmt.Errorf("%s not mounted 10s after starting %s %s (%s)\n--- daemon output ---\n%s",
+				m.Mnt, bin, strings.Join(args, " "), how, m.DaemonLog())
 		}
 	}
 	if info := mountPoints()[m.Mnt]; !strings.Contains(info, "allow_other") {
@@ -283,37 +259,8 @@ func (m *Mount) startErr() error {
 	return nil
 }
 
-func (m *Mount) exitErr() error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.waitErr
-}
-
-// Running reports whether the daemon process is alive.
-func (m *Mount) Running() bool {
-	m.mu.Lock()
-	done := m.done
-	m.mu.Unlock()
-	if done == nil {
-		return false
-	}
-	select {
-	case <-done:
-		return false
-	default:
-		return true
-	}
-}
-
-// Pid returns the daemon's pid.
-func (m *Mount) Pid() int {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.cmd.Process.Pid
-}
-
 // DaemonLog returns the output of the current (or last) daemon.
-func (m *Mount) DaemonLog() string { return logTail(m.logPath) }
+func (m *Mount) DaemonLog() string { return m.Log() }
 
 // logTail returns the last 16 KiB of a daemon's log file.
 func logTail(path string) string {
@@ -329,7 +276,8 @@ func logTail(path string) string {
 }
 
 // Stop sends SIGTERM and waits up to 10 s for a clean exit (status 0) that
-// leaves nothing mounted. It fails the test otherwise.
+// leaves nothing mounted. It fails the test otherwise; a daemon that does not
+// exit is asked for a goroutine dump and killed (proc.stop).
 func (m *Mount) Stop() {
 	m.t.Helper()
 	if err := m.stop(); err != nil {
@@ -343,21 +291,9 @@ func (m *Mount) stop() error {
 		forceUnmount(m.Mnt)
 		return err
 	}
-	m.mu.Lock()
-	cmd, done := m.cmd, m.done
-	m.mu.Unlock()
-	cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		<-done
-		forceUnmount(m.Mnt)
-		return fmt.Errorf("daemon did not exit within 10s of SIGTERM (killed it)")
-	}
 	var errs []error
-	if err := m.exitErr(); err != nil {
-		errs = append(errs, fmt.Errorf("daemon exit after SIGTERM: %v (want status 0)", err))
+	if err := m.proc.stop(10 * time.Second); err != nil {
+		errs = append(errs, err)
 	}
 	if isMounted(m.Mnt) {
 		errs = append(errs, fmt.Errorf("%s still mounted after the daemon exited", m.Mnt))
@@ -372,14 +308,8 @@ func (m *Mount) Kill() {
 	if !m.Running() {
 		m.t.Fatalf("Kill: daemon not running (exit: %v)\n%s", m.exitErr(), m.DaemonLog())
 	}
-	m.mu.Lock()
-	cmd, done := m.cmd, m.done
-	m.mu.Unlock()
-	syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		m.t.Fatalf("Kill: daemon pid %d did not die within 10s of SIGKILL", cmd.Process.Pid)
+	if err := m.kill(10 * time.Second); err != nil {
+		m.t.Fatalf("Kill: %v", err)
 	}
 	forceUnmount(m.Mnt)
 	if isMounted(m.Mnt) {

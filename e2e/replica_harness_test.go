@@ -1,11 +1,9 @@
 package e2e
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -15,7 +13,6 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -50,12 +47,8 @@ type Replica struct {
 	Config string
 	Env    []string // more environment variables of drfs serve, e.g. NOTIFY_SOCKET=PATH
 
-	mu      sync.Mutex
-	cmd     *exec.Cmd
-	done    chan struct{}
-	waitErr error
-	logPath string
-	starts  int
+	proc
+	starts int
 }
 
 // startReplica starts `drfs serve` on a fresh directory (dir "" ) or on dir,
@@ -77,7 +70,7 @@ func newReplica(t testing.TB, dir, certs string) *Replica {
 	if dir == "" {
 		dir = filepath.Join(d, "replica")
 	}
-	r := &Replica{t: t, Dir: dir, Addr: freeAddr(t), Metrics: freeAddr(t), Certs: certs, Logs: filepath.Join(d, "logs")}
+	r := &Replica{t: t, Dir: dir, Addr: freeAddr(t), Metrics: freeAddr(t), Certs: certs, Logs: filepath.Join(d, "logs"), proc: proc{name: "drfs serve"}}
 	if err := os.MkdirAll(r.Logs, 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -107,22 +100,6 @@ func (r *Replica) MountArgs(extra ...string) []string {
 // DataDir is where volume v's files land.
 func (r *Replica) DataDir(v string) string { return filepath.Join(r.Dir, v, "data") }
 
-// Running reports whether the serve process is alive.
-func (r *Replica) Running() bool {
-	r.mu.Lock()
-	done := r.done
-	r.mu.Unlock()
-	if done == nil {
-		return false
-	}
-	select {
-	case <-done:
-		return false
-	default:
-		return true
-	}
-}
-
 // Start starts (or restarts) `drfs serve` and waits for "serving".
 func (r *Replica) Start() {
 	t := r.t
@@ -140,91 +117,31 @@ func (r *Replica) Start() {
 		args = append(args, "--insecure")
 	}
 	r.starts++
-	r.logPath = filepath.Join(r.Logs, fmt.Sprintf("serve.%d.log", r.starts))
-	logf, err := os.Create(r.logPath)
+	cmd := exec.Command(drfsBin, args...)
+	cmd.Env = append(os.Environ(), r.Env...)
+	ready, err := r.start(cmd, filepath.Join(r.Logs, fmt.Sprintf("serve.%d.log", r.starts)), "serving")
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(drfsBin, args...)
-	cmd.Env = append(os.Environ(), r.Env...)
-	pr, pw := io.Pipe()
-	cmd.Stdout = io.MultiWriter(logf, pw)
-	cmd.Stderr = logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		logf.Close()
-		t.Fatalf("start drfs %v: %v", args, err)
-	}
-	done := make(chan struct{})
-	r.mu.Lock()
-	r.cmd, r.done, r.waitErr = cmd, done, nil
-	r.mu.Unlock()
-	go func() {
-		err := cmd.Wait()
-		pw.Close()
-		logf.Close()
-		r.mu.Lock()
-		r.waitErr = err
-		r.mu.Unlock()
-		close(done)
-	}()
-	ready := make(chan struct{})
-	go func() {
-		sc := bufio.NewScanner(pr)
-		signalled := false
-		for sc.Scan() {
-			if !signalled && strings.Contains(sc.Text(), "serving") {
-				close(ready)
-				signalled = true
-			}
-		}
-		io.Copy(io.Discard, pr)
-	}()
 	select {
 	case <-ready:
-	case <-done:
+	case <-r.exited():
 		t.Fatalf("drfs serve exited before serving (%v):\n%s", r.exitErr(), r.Log())
 	case <-time.After(15 * time.Second):
 		t.Fatalf("drfs serve did not print \"serving\" within 15s:\n%s", r.Log())
 	}
 }
 
-func (r *Replica) exitErr() error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.waitErr
-}
+// serveStopTimeout is how long drfs serve has to exit after SIGTERM.
+const serveStopTimeout = 30 * time.Second
 
-// Log returns the output of the current (or last) serve process.
-func (r *Replica) Log() string { return logTail(r.logPath) }
-
-// Stop sends SIGTERM and requires a clean exit within 30s.
+// Stop sends SIGTERM and requires a clean exit within serveStopTimeout; a serve process
+// stuck longer is asked for a goroutine dump and killed (proc.stop).
 func (r *Replica) Stop() {
 	r.t.Helper()
-	if err := r.stop(); err != nil {
+	if err := r.stop(serveStopTimeout); err != nil {
 		r.t.Fatalf("replica Stop: %v\n%s", err, r.Log())
 	}
-}
-
-func (r *Replica) stop() error {
-	if !r.Running() {
-		return fmt.Errorf("drfs serve not running (exit: %v)", r.exitErr())
-	}
-	r.mu.Lock()
-	cmd, done := r.cmd, r.done
-	r.mu.Unlock()
-	cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-done:
-	case <-time.After(30 * time.Second):
-		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		<-done
-		return errors.New("drfs serve did not exit within 30s of SIGTERM (killed it)")
-	}
-	if err := r.exitErr(); err != nil {
-		return fmt.Errorf("drfs serve exit after SIGTERM: %v (want status 0)", err)
-	}
-	return nil
 }
 
 // Signal sends sig to the running serve process (SIGHUP: reload its file).
@@ -233,10 +150,7 @@ func (r *Replica) Signal(sig syscall.Signal) {
 	if !r.Running() {
 		r.t.Fatalf("replica Signal %v: not running (exit: %v)\n%s", sig, r.exitErr(), r.Log())
 	}
-	r.mu.Lock()
-	cmd := r.cmd
-	r.mu.Unlock()
-	if err := cmd.Process.Signal(sig); err != nil {
+	if err := r.proc.Signal(sig); err != nil {
 		r.t.Fatalf("signal %v to drfs serve: %v", sig, err)
 	}
 }
@@ -247,20 +161,14 @@ func (r *Replica) Kill() {
 	if !r.Running() {
 		r.t.Fatalf("replica Kill: not running (exit: %v)\n%s", r.exitErr(), r.Log())
 	}
-	r.mu.Lock()
-	cmd, done := r.cmd, r.done
-	r.mu.Unlock()
-	syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		r.t.Fatalf("drfs serve pid %d did not die within 10s of SIGKILL", cmd.Process.Pid)
+	if err := r.kill(10 * time.Second); err != nil {
+		r.t.Fatal(err)
 	}
 }
 
 func (r *Replica) cleanup() {
 	if r.Running() {
-		if err := r.stop(); err != nil {
+		if err := r.stop(serveStopTimeout); err != nil {
 			r.t.Errorf("replica cleanup: %v\n%s", err, r.Log())
 		}
 	}

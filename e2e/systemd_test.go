@@ -93,7 +93,7 @@ func (n *sdNotify) wait(t *testing.T, d *sdDaemon, from int, timeout time.Durati
 		}
 		n.mu.Unlock()
 		if time.Now().After(deadline) {
-			t.Fatalf("no %s within %v; messages since #%d:\n%s\n--- daemon output ---\n%s", what, timeout, from, n.dump(from), d.log())
+			t.Fatalf("no %s within %v; messages since #%d:\n%s\n--- daemon output ---\n%s", what, timeout, from, n.dump(from), d.Log())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -156,11 +156,8 @@ func sdHostConfig(dir string, vols []sdVolume) string {
 
 // sdDaemon is drfs daemon started the way systemd starts it for drfs.service.
 type sdDaemon struct {
-	t       *testing.T
-	cmd     *exec.Cmd
-	done    chan struct{}
-	waitErr error
-	logPath string
+	t *testing.T
+	proc
 }
 
 // startSDDaemon starts drfs daemon --config file with NOTIFY_SOCKET and a 2 s WATCHDOG_USEC.
@@ -168,64 +165,30 @@ type sdDaemon struct {
 func startSDDaemon(t *testing.T, file string, n *sdNotify, logs string, vols []sdVolume) *sdDaemon {
 	t.Helper()
 	requireBuilt(t, drfsBin, "drfs (cmd/drfs)")
-	d := &sdDaemon{t: t, done: make(chan struct{}), logPath: filepath.Join(logs, fmt.Sprintf("daemon.%d.log", time.Now().UnixNano()))}
-	logf, err := os.Create(d.logPath)
-	if err != nil {
+	d := &sdDaemon{t: t, proc: proc{name: "drfs daemon"}}
+	cmd := exec.Command(drfsBin, "daemon", "--config", file)
+	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+n.path, "WATCHDOG_USEC=2000000")
+	if _, err := d.start(cmd, filepath.Join(logs, fmt.Sprintf("daemon.%d.log", time.Now().UnixNano())), ""); err != nil {
 		t.Fatal(err)
 	}
-	d.cmd = exec.Command(drfsBin, "daemon", "--config", file)
-	d.cmd.Stdout, d.cmd.Stderr = logf, logf
-	d.cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+n.path, "WATCHDOG_USEC=2000000")
-	d.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := d.cmd.Start(); err != nil {
-		logf.Close()
-		t.Fatal(err)
-	}
-	go func() {
-		d.waitErr = d.cmd.Wait()
-		logf.Close()
-		close(d.done)
-	}()
 	t.Cleanup(func() {
-		if d.running() {
-			d.cmd.Process.Signal(syscall.SIGTERM)
-			select {
-			case <-d.done:
-			case <-time.After(15 * time.Second):
-				t.Errorf("cleanup: drfs daemon did not exit within 15 s of SIGTERM: killed it")
-				syscall.Kill(-d.cmd.Process.Pid, syscall.SIGKILL)
-				<-d.done
+		if d.Running() {
+			if err := d.stop(15 * time.Second); err != nil {
+				if t.Failed() {
+					t.Logf("cleanup: %v", err)
+				} else {
+					t.Errorf("cleanup: %v", err)
+				}
 			}
 		}
 		for _, v := range vols {
 			forceUnmount(v.mnt)
 		}
 		if t.Failed() {
-			t.Logf("--- drfs daemon output (%s) ---\n%s", d.logPath, d.log())
+			t.Logf("--- drfs daemon output (%s) ---\n%s", d.logPath, d.Log())
 		}
 	})
 	return d
-}
-
-func (d *sdDaemon) running() bool {
-	select {
-	case <-d.done:
-		return false
-	default:
-		return true
-	}
-}
-
-func (d *sdDaemon) log() string { return logTail(d.logPath) }
-
-// exit waits for the daemon to end and returns how.
-func (d *sdDaemon) exit(timeout time.Duration) error {
-	select {
-	case <-d.done:
-		return d.waitErr
-	case <-time.After(timeout):
-		return fmt.Errorf("still running %v later", timeout)
-	}
 }
 
 // sdRequireWritable writes, fsyncs and reads back a file on a mounted volume.
@@ -244,7 +207,7 @@ func sdRequireWritable(t *testing.T, d *sdDaemon, v sdVolume, name string) {
 		}
 	}
 	if err != nil {
-		t.Fatalf("volume %s is not writable: %v\n--- daemon output ---\n%s", v.name, err, d.log())
+		t.Fatalf("volume %s is not writable: %v\n--- daemon output ---\n%s", v.name, err, d.Log())
 	}
 	if got, err := os.ReadFile(p); err != nil || string(got) != string(data) {
 		t.Fatalf("volume %s: read back %q, %v", v.name, got, err)
@@ -265,12 +228,12 @@ func sdMountDev(t *testing.T, mnt string) uint64 {
 func sdStop(t *testing.T, d *sdDaemon, n *sdNotify, vols []sdVolume) {
 	t.Helper()
 	from := n.mark()
-	if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+	if err := d.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
 	n.waitState(t, d, from, 10*time.Second, "STOPPING=1")
 	if err := d.exit(20 * time.Second); err != nil {
-		t.Fatalf("drfs daemon after SIGTERM: %v, want exit status 0\n%s", err, d.log())
+		t.Fatalf("drfs daemon after SIGTERM: %v, want exit status 0\n%s", err, d.Log())
 	}
 	for _, v := range vols {
 		if isMounted(v.mnt) {
@@ -332,7 +295,7 @@ func TestSystemd_NotifyContract(t *testing.T) {
 
 	// SIGHUP, as systemctl kill -s HUP would.
 	from = n.mark()
-	if err := d.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+	if err := d.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
 	i, _ = n.waitState(t, d, from, 10*time.Second, "RELOADING=1")
@@ -367,15 +330,15 @@ func TestSystemd_NotifyContract(t *testing.T) {
 	}
 	for _, v := range vols {
 		if !isFuseMounted(v.mnt) {
-			t.Fatalf("volume %s is not mounted after a refused reload\n%s", v.name, d.log())
+			t.Fatalf("volume %s is not mounted after a refused reload\n%s", v.name, d.Log())
 		}
 		if dev := sdMountDev(t, v.mnt); dev != devs[v.name] {
 			t.Errorf("volume %s was mounted again by a refused reload (st_dev %d, was %d)", v.name, dev, devs[v.name])
 		}
 		sdRequireWritable(t, d, v, "after-refused-reload")
 	}
-	if !d.running() {
-		t.Fatalf("drfs daemon exited after a refused reload: %v\n%s", d.waitErr, d.log())
+	if !d.Running() {
+		t.Fatalf("drfs daemon exited after a refused reload: %v\n%s", d.exitErr(), d.Log())
 	}
 
 	sdStop(t, d, n, vols)
@@ -411,7 +374,7 @@ func TestSystemd_BadVolumeAtStart(t *testing.T) {
 		t.Fatal(err)
 	}
 	if !waitFor(15*time.Second, func() bool { return isFuseMounted(bad.mnt) }) {
-		t.Fatalf("volume bad not mounted 15 s after its source was created\n%s\n%s", n.dump(0), d.log())
+		t.Fatalf("volume bad not mounted 15 s after its source was created\n%s\n%s", n.dump(0), d.Log())
 	}
 	t.Logf("volume bad mounted %v after its source was created", time.Since(created).Round(time.Millisecond))
 	if !waitFor(5*time.Second, func() bool { return n.lastStatus() == "2 of 2 volumes mounted" }) {
@@ -434,7 +397,7 @@ func TestSystemd_RestartAfterWatchdogAbort(t *testing.T) {
 		sdRequireWritable(t, d, v, "before-abort")
 	}
 
-	if err := d.cmd.Process.Signal(syscall.SIGABRT); err != nil {
+	if err := d.Signal(syscall.SIGABRT); err != nil {
 		t.Fatal(err)
 	}
 	if err := d.exit(10 * time.Second); err == nil {
@@ -452,7 +415,7 @@ func TestSystemd_RestartAfterWatchdogAbort(t *testing.T) {
 	_, ready := n.waitState(t, d, from, 20*time.Second, "READY=1")
 	for _, v := range vols {
 		if !ready.mounted[v.name] {
-			t.Errorf("restarted daemon: READY=1 without volume %s mounted\n%s\n%s", v.name, n.dump(from), d.log())
+			t.Errorf("restarted daemon: READY=1 without volume %s mounted\n%s\n%s", v.name, n.dump(from), d.Log())
 		}
 	}
 	if !waitFor(5*time.Second, func() bool { return n.lastStatus() == "2 of 2 volumes mounted" }) {
