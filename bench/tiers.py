@@ -118,7 +118,8 @@ def _vol(st):
     """The fields a sample keeps of one volume's flat status object."""
     if not st:
         return None
-    keep = ("lag_seconds", "pending_bytes", "rpo_violations", "replication_state", "acked_seq", "last_error")
+    keep = ("lag_seconds", "pending_bytes", "rpo_violations", "replication_state", "acked_seq", "journal_seq",
+            "last_error")
     v = {k: st.get(k) for k in keep}
     v["link"] = st.get("link")
     return v
@@ -174,9 +175,35 @@ def _pct(v, p):
     return v[min(len(v) - 1, int(round(p * (len(v) - 1))))]
 
 
+def _seq_lags(samples, name):
+    """{sample index: age of the oldest record the replica has not acknowledged}, from the
+    journal_seq and acked_seq of the samples: the time journal_seq reached acked_seq+1,
+    interpolated between the two samples around it (the writes are steady). Independent of
+    drfs's own lag clock."""
+    pts = [(s["t"], s["volumes"][name]["journal_seq"]) for s in samples
+           if (s["volumes"].get(name) or {}).get("journal_seq") is not None]
+    out = {}
+    for i, s in enumerate(samples):
+        st = s["volumes"].get(name)
+        if not st or st.get("journal_seq") is None or st.get("acked_seq") is None:
+            continue
+        want = st["acked_seq"] + 1
+        if st["journal_seq"] < want:
+            out[i] = 0.0
+            continue
+        born = pts[0][0]
+        for (t0, j0), (t1, j1) in zip(pts, pts[1:]):
+            if j1 >= want:
+                born = t0 if j0 >= want else t0 + (want - j0) / (j1 - j0) * (t1 - t0)
+                break
+        out[i] = max(0.0, s["t"] - born)
+    return out
+
+
 def cmd_summary(a):
     samples = [json.loads(l) for l in open(a.samples)]
     win = [s for s in samples if a.start <= s["t"] <= a.end + 0.5]
+    index = {id(s): i for i, s in enumerate(samples)}
     vols = []
     for spec in a.volume:
         name, rpo, tier, rate, bwlimit, fio = spec.split(":", 5)
@@ -196,13 +223,22 @@ def cmd_summary(a):
             r["fio_error"] = j.get("error", 0)
         except Exception as e:
             r["written"], r["fio_error"] = None, str(e)
+        seq_lag = _seq_lags(samples, v["name"])
         lags, crossed, over = [], None, False
+        slags, scrossed, sover, sviol = [], None, False, 0
         risk_first, risk_samples, max_pending = None, 0, 0
         viol_first = viol_last = None
         wire_first = wire_last = None
         for s in win:
             st = s["volumes"].get(v["name"])
             rel = s["t"] - a.start
+            sl = seq_lag.get(index[id(s)])
+            if sl is not None:
+                slags.append(sl)
+                if sl > v["rpo"] and not sover:
+                    sviol += 1
+                    scrossed = rel if scrossed is None else scrossed
+                sover = sl > v["rpo"]
             m = s.get("metrics", {}).get(v["name"], {})
             w = m.get("drfs_shipper_wire_bytes_total")
             if w is not None:
@@ -229,6 +265,9 @@ def cmd_summary(a):
                                   "write_bps": ln.get("write_bytes_per_second")}
         r.update({"lag_p50": _pct(lags, 0.5), "lag_p99": _pct(lags, 0.99), "lag_max": max(lags) if lags else None,
                   "violations": viol_last, "violations_at_start": viol_first, "lag_passed_rpo_at": crossed,
+                  "seq_lag_p50": _pct(slags, 0.5), "seq_lag_p99": _pct(slags, 0.99),
+                  "seq_lag_max": max(slags) if slags else None, "seq_violations": sviol,
+                  "seq_lag_passed_rpo_at": scrossed,
                   "at_risk_first": risk_first, "at_risk_samples": risk_samples, "max_pending": max_pending,
                   "shipped": (wire_last - wire_first) if wire_first is not None else None})
         last = next((s for s in reversed(win) if s["volumes"].get(v["name"])), None)
@@ -277,13 +316,16 @@ def cmd_summary(a):
         with open(a.tsv, "a") as f:
             if f.tell() == 0:
                 f.write("\t".join(["mode", "t", "link_busy"] + ["%s_%s" % (n, k) for n in names
-                                                               for k in ("lag", "pending", "at_risk")]) + "\n")
+                                                               for k in ("lag", "seq_lag", "pending", "at_risk")]) + "\n")
+            lagmap = {n: _seq_lags(samples, n) for n in names}
             for p, s in zip(win, win[1:]):
                 row = [a.mode, "%.1f" % (s["t"] - a.start),
                        "%.3f" % ((s["tx"] - p["tx"]) / max(1e-9, s["t"] - p["t"]) / a.link_bps)]
                 for n in names:
                     st = s["volumes"].get(n) or {}
-                    row += ["%.1f" % (st.get("lag_seconds") or 0), str(st.get("pending_bytes") or 0),
+                    sl = lagmap[n].get(index[id(s)])
+                    row += ["%.1f" % (st.get("lag_seconds") or 0), "n/a" if sl is None else "%.1f" % sl,
+                            str(st.get("pending_bytes") or 0),
                             "1" if (st.get("link") or {}).get("at_risk") else "0"]
                 f.write("\t".join(row) + "\n")
 
@@ -300,15 +342,16 @@ def _mb(x):
 
 def cmd_report(a):
     rs = [json.load(open(p)) for p in a.results]
-    print("| mode | volume | RPO / tier | limit MB/s | written MB/s | shipped MB/s | RPO violations "
-          "| lag p50 / p99 / max s | lag passed RPO at | named at risk (first, miss in) |")
-    print("|---|---|---|---:|---:|---:|---:|---|---|---|")
+    print("| mode | volume | RPO / tier | limit MB/s | written MB/s | shipped MB/s | RPO violations drfs / seqs "
+          "| lag drfs p50 / p99 / max s | lag seqs p50 / p99 / max s | lag (seqs) passed RPO at "
+          "| named at risk (first, miss in) |")
+    print("|---|---|---|---:|---:|---:|---:|---|---|---|---|")
     for r in rs:
         d = r["duration"]
         for v in r["volumes"]:
             rpo = "%gs" % v["rpo"] if v["rpo"] < 120 else ("%gmin" % (v["rpo"] / 60) if v["rpo"] < 3600 else "%gh" % (v["rpo"] / 3600))
             limit = _mb(v["bwlimit"]) if v["bwlimit"] else "-"
-            crossed = "t=%.0fs" % v["lag_passed_rpo_at"] if v["lag_passed_rpo_at"] is not None else "never"
+            crossed = "t=%.0fs" % v["seq_lag_passed_rpo_at"] if v["seq_lag_passed_rpo_at"] is not None else "never"
             rf = v["at_risk_first"]
             risk = ("t=%.0fs, miss in %.0fs (at t=%.0fs); %d/%d samples" % (
                 rf["t"], rf["miss_in"] or 0, rf["t"] + (rf["miss_in"] or 0), v["at_risk_samples"], r["samples"])
@@ -316,21 +359,24 @@ def cmd_report(a):
             viol = v["violations"]
             if viol is not None and v["violations_at_start"]:
                 viol = "%d (%d before)" % (viol, v["violations_at_start"])
-            print("| %s | %s | %s / %d | %s | %s | %s | %s | %s / %s / %s | %s | %s |" % (
+            bad = lambda x: "**%s**" % x if v["name"] == "gold" and x not in (0, None) else ("n/a" if x is None else x)
+            print("| %s | %s | %s / %d | %s | %s | %s | %s / %s | %s / %s / %s | %s / %s / %s | %s | %s |" % (
                 r["mode"], v["name"], rpo, v["tier"], limit,
                 _mb(v["written"] / d if v["written"] is not None else None),
                 _mb(v["shipped"] / d if v["shipped"] is not None else None),
-                "n/a" if viol is None else ("**%s**" % viol if v["name"] == "gold" and viol != 0 else viol),
-                _f(v["lag_p50"]), _f(v["lag_p99"]), _f(v["lag_max"]), crossed, risk))
+                bad(viol), bad(v["seq_violations"]),
+                _f(v["lag_p50"]), _f(v["lag_p99"]), _f(v["lag_max"]),
+                _f(v["seq_lag_p50"]), _f(v["seq_lag_p99"]), _f(v["seq_lag_max"]), crossed, risk))
     print()
     print("| mode | link busy while work waits | seconds with work | per-second busy p10 / p50 / min "
           "| seconds < 50 % | shipped (all) MB/s | drfs capacity / measured MB/s (end) | drfs busy_ratio mean "
-          "| gold 0 violations | link >= 90 % |")
+          "| gold 0 violations (drfs and seqs) | link >= 90 % |")
     print("|---|---:|---:|---|---:|---:|---|---:|---|---|")
     for r in rs:
         L = r["link"]
         gold = next((v for v in r["volumes"] if v["name"] == "gold"), None)
-        gold_ok = "n/a" if not gold or gold["violations"] is None else ("yes" if gold["violations"] == 0 else "**no**")
+        gold_ok = "n/a" if not gold or gold["violations"] is None else (
+            "yes" if gold["violations"] == 0 and gold["seq_violations"] == 0 else "**no**")
         util_ok = "n/a" if L["util"] is None else ("yes" if L["util"] >= 0.9 else "**no**")
         shipped = sum(v["shipped"] or 0 for v in r["volumes"]) / r["duration"]
         cap = "%s / %s" % (_mb(L["capacity_end"]), _mb(L["measured_end"])) if L["capacity_end"] is not None else "-"

@@ -22,7 +22,8 @@
 #   mount-prop     three drfs mount --rpo R --bwlimit LINK*rate/sum(rates)
 # Every second, `drfs status --json` (--socket for the daemon, --state per volume for the
 # mounts), the metrics endpoint(s) and tx_bytes of drfs-hq are sampled. Reported per volume:
-# RPO violations (status rpo_violations), lag p50/p99/max, bytes written and shipped
+# RPO violations (status rpo_violations), lag p50/p99/max as drfs reports it and as the
+# samples' journal and acknowledged seqs give it, bytes written and shipped
 # (drfs_shipper_wire_bytes_total), when the lag passed the target and when drfs first named
 # the volume at risk; per mode: the link's utilisation (drfs-hq tx bytes / link rate) over the
 # seconds when any volume had work (pending bytes or lag > 0). Results go to
@@ -394,9 +395,12 @@ SUM=$((WRATE[gold] + WRATE[silver] + WRATE[bronze]))
 	echo "  - mount-equal: \`drfs mount --rpo R --bwlimit $((LINK_BPS / 3))\` each (the link in three equal shares)."
 	echo "  - mount-prop: \`--bwlimit\` in proportion to the write rates: gold $(bwlimit_of mount-prop gold), silver $(bwlimit_of mount-prop silver), bronze $(bwlimit_of mount-prop bronze)."
 	echo "- sampling: every second \`drfs status --json\` (\`--socket\` of the daemon; \`--state\` of each mount), the metrics endpoint(s)"
-	echo "  and /sys/class/net/$HQIF/statistics/tx_bytes. RPO violations are the volume's \`rpo_violations\` (counted every 20 ms"
-	echo "  by the shipper) at the end of the writes; \"lag passed RPO at\" is the first sample over the target; \"named at risk\""
-	echo "  is the first sample with \`link.at_risk\` and its \`miss_in_seconds\` (samples at risk / all samples)."
+	echo "  and /sys/class/net/$HQIF/statistics/tx_bytes. \"drfs\": the volume's own \`lag_seconds\` and \`rpo_violations\` (counted"
+	echo "  every 20 ms by the shipper) at the end of the writes. \"seqs\": the age of the oldest record the replica has not"
+	echo "  acknowledged, from the samples' \`journal_seq\` and \`acked_seq\` (when journal_seq reached acked_seq+1, interpolated"
+	echo "  between samples; one 64 KiB write is one record), independent of drfs's lag clock; its violations are the samples"
+	echo "  where it went over the target (1-s resolution). \"lag passed RPO at\" is the first such sample; \"named at risk\""
+	echo "  is the first sample with \`link.at_risk\`, its \`miss_in_seconds\` and the time that predicts (samples at risk / all)."
 	echo "  Per-second samples: $(basename "${OUT%.md}")-samples.tsv."
 	echo
 	echo "## Notes"
