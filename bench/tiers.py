@@ -225,7 +225,8 @@ def cmd_summary(a):
             r["written"], r["fio_error"] = None, str(e)
         seq_lag = _seq_lags(samples, v["name"])
         lags, crossed, over = [], None, False
-        slags, scrossed, sover, sviol = [], None, False, 0
+        slags, scrossed, sover, sviol, sover_secs, prev_t = [], None, False, 0, 0.0, None
+        predicted = []  # (t, t + miss_in) of the samples at risk
         risk_first, risk_samples, max_pending = None, 0, 0
         viol_first = viol_last = None
         wire_first = wire_last = None
@@ -239,6 +240,9 @@ def cmd_summary(a):
                     sviol += 1
                     scrossed = rel if scrossed is None else scrossed
                 sover = sl > v["rpo"]
+                if sover and prev_t is not None:
+                    sover_secs += s["t"] - prev_t
+                prev_t = s["t"]
             m = s.get("metrics", {}).get(v["name"], {})
             w = m.get("drfs_shipper_wire_bytes_total")
             if w is not None:
@@ -258,6 +262,8 @@ def cmd_summary(a):
             ln = st.get("link") or {}
             if ln.get("at_risk"):
                 risk_samples += 1
+                if ln.get("miss_in_seconds"):
+                    predicted.append((rel, rel + ln["miss_in_seconds"]))
                 if risk_first is None:
                     risk_first = {"t": rel, "miss_in": ln.get("miss_in_seconds"),
                                   "predicted_lag": ln.get("predicted_lag_seconds"),
@@ -267,7 +273,9 @@ def cmd_summary(a):
                   "violations": viol_last, "violations_at_start": viol_first, "lag_passed_rpo_at": crossed,
                   "seq_lag_p50": _pct(slags, 0.5), "seq_lag_p99": _pct(slags, 0.99),
                   "seq_lag_max": max(slags) if slags else None, "seq_violations": sviol,
-                  "seq_lag_passed_rpo_at": scrossed,
+                  "seq_lag_passed_rpo_at": scrossed, "seq_seconds_over": sover_secs,
+                  # When the samples at risk before the real crossing said the miss would come.
+                  "predicted_miss_at": _pct([p for t, p in predicted if scrossed is None or t < scrossed], 0.5),
                   "at_risk_first": risk_first, "at_risk_samples": risk_samples, "max_pending": max_pending,
                   "shipped": (wire_last - wire_first) if wire_first is not None else None})
         last = next((s for s in reversed(win) if s["volumes"].get(v["name"])), None)
@@ -306,7 +314,7 @@ def cmd_summary(a):
     for path in a.log:
         try:
             for line in open(path, errors="replace"):
-                if re.search(r"RPO target missed|at risk|risk|no longer", line, re.I):
+                if re.search(r"RPO target", line):
                     res["log_lines"].append(line.rstrip()[:400])
         except OSError:
             pass
@@ -343,9 +351,9 @@ def _mb(x):
 def cmd_report(a):
     rs = [json.load(open(p)) for p in a.results]
     print("| mode | volume | RPO / tier | limit MB/s | written MB/s | shipped MB/s | RPO violations drfs / seqs "
-          "| lag drfs p50 / p99 / max s | lag seqs p50 / p99 / max s | lag (seqs) passed RPO at "
-          "| named at risk (first, miss in) |")
-    print("|---|---|---|---:|---:|---:|---:|---|---|---|---|")
+          "| s over RPO (seqs) | lag drfs p50 / p99 / max s | lag seqs p50 / p99 / max s | lag (seqs) passed RPO at "
+          "| named at risk: first (miss in) | predicted miss at (median) |")
+    print("|---|---|---|---:|---:|---:|---:|---:|---|---|---|---|---|")
     for r in rs:
         d = r["duration"]
         for v in r["volumes"]:
@@ -353,20 +361,20 @@ def cmd_report(a):
             limit = _mb(v["bwlimit"]) if v["bwlimit"] else "-"
             crossed = "t=%.0fs" % v["seq_lag_passed_rpo_at"] if v["seq_lag_passed_rpo_at"] is not None else "never"
             rf = v["at_risk_first"]
-            risk = ("t=%.0fs, miss in %.0fs (at t=%.0fs); %d/%d samples" % (
-                rf["t"], rf["miss_in"] or 0, rf["t"] + (rf["miss_in"] or 0), v["at_risk_samples"], r["samples"])
+            risk = ("t=%.0fs (%.0fs); %d/%d samples" % (rf["t"], rf["miss_in"] or 0, v["at_risk_samples"], r["samples"])
                     if rf else "no")
+            pm = "t=%.0fs" % v["predicted_miss_at"] if v.get("predicted_miss_at") is not None else "-"
             viol = v["violations"]
             if viol is not None and v["violations_at_start"]:
                 viol = "%d (%d before)" % (viol, v["violations_at_start"])
             bad = lambda x: "**%s**" % x if v["name"] == "gold" and x not in (0, None) else ("n/a" if x is None else x)
-            print("| %s | %s | %s / %d | %s | %s | %s | %s / %s | %s / %s / %s | %s / %s / %s | %s | %s |" % (
+            print("| %s | %s | %s / %d | %s | %s | %s | %s / %s | %.0f | %s / %s / %s | %s / %s / %s | %s | %s | %s |" % (
                 r["mode"], v["name"], rpo, v["tier"], limit,
                 _mb(v["written"] / d if v["written"] is not None else None),
                 _mb(v["shipped"] / d if v["shipped"] is not None else None),
-                bad(viol), bad(v["seq_violations"]),
+                bad(viol), bad(v["seq_violations"]), v["seq_seconds_over"],
                 _f(v["lag_p50"]), _f(v["lag_p99"]), _f(v["lag_max"]),
-                _f(v["seq_lag_p50"]), _f(v["seq_lag_p99"]), _f(v["seq_lag_max"]), crossed, risk))
+                _f(v["seq_lag_p50"]), _f(v["seq_lag_p99"]), _f(v["seq_lag_max"]), crossed, risk, pm))
     print()
     print("| mode | link busy while work waits | seconds with work | per-second busy p10 / p50 / min "
           "| seconds < 50 % | shipped (all) MB/s | drfs capacity / measured MB/s (end) | drfs busy_ratio mean "

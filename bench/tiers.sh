@@ -24,8 +24,8 @@
 # mounts), the metrics endpoint(s) and tx_bytes of drfs-hq are sampled. Reported per volume:
 # RPO violations (status rpo_violations), lag p50/p99/max as drfs reports it and as the
 # samples' journal and acknowledged seqs give it, bytes written and shipped
-# (drfs_shipper_wire_bytes_total), when the lag passed the target and when drfs first named
-# the volume at risk; per mode: the link's utilisation (drfs-hq tx bytes / link rate) over the
+# (drfs_shipper_wire_bytes_total), when the lag passed the target, when drfs first named
+# the volume at risk and when it said the miss would come; per mode: the link's utilisation (drfs-hq tx bytes / link rate) over the
 # seconds when any volume had work (pending bytes or lag > 0). Results go to
 # bench/results/DATE-tiers[-N].md (machine described) and DATE-tiers[-N]-samples.tsv.
 #
