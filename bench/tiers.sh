@@ -441,7 +441,8 @@ PY
 	done
 	echo
 	machine_section "$S"
-} >"$OUT"
+} >"$S/report.md" # written here first, so that the machine section's git state is not dirtied by it
+cp "$S/report.md" "$OUT"
 cp "$TSV" "${OUT%.md}-samples.tsv"
 
 echo
