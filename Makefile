@@ -16,7 +16,7 @@ FUZZTIME    ?= 20s
 # proxy; its semver (v0.6.1) predates Go 1.26.
 STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: all build drfs drfsloop install uninstall test torture demo bench check fmt vet staticcheck fuzz clean
+.PHONY: all build drfs drfsloop install uninstall test torture demo bench bench-tiers check fmt vet staticcheck fuzz clean
 
 all: check build test
 
@@ -103,6 +103,14 @@ demo: drfs
 bench:
 	bash bench/run.sh
 	bash bench/namespace.sh
+	TIERS_DURATION=$(TIERS_DURATION) TIERS_MODES="$(TIERS_MODES)" bash bench/tiers.sh
+
+# The tier table (bench/tiers.sh): three volumes over a shaped 20 Mbit/s link, drfs daemon
+# against one drfs mount per volume, TIERS_DURATION seconds of writes per mode.
+TIERS_DURATION ?= 240
+TIERS_MODES    ?=
+bench-tiers:
+	TIERS_DURATION=$(TIERS_DURATION) TIERS_MODES="$(TIERS_MODES)" bash bench/tiers.sh
 
 check: fmt vet staticcheck
 
