@@ -40,7 +40,9 @@
 // (other members were waiting, or the log was cut at its size limit), since a trickle of small
 // logs measures latency, not bandwidth. The capacity used for planning is the configured
 // budget, or the measurement when it is lower (the real link may be narrower than the
-// operator thinks), or the measurement alone when no budget is set. With a budget, every
+// operator thinks), or the measurement alone when no budget is set. Until a link without a
+// budget is measured, its logs carry ProvisionalLogBytes and no volume is predicted at risk.
+// With a budget, every
 // log's bytes are paced by one token bucket (golang.org/x/time/rate) shared by the members.
 //
 // # Plan and prediction

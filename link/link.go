@@ -22,8 +22,12 @@ const (
 	DefaultAging   = time.Minute
 	DefaultTick    = 500 * time.Millisecond
 	// ProvisionalCapacity is the capacity assumed before the link was measured, when no
-	// budget is configured.
+	// budget is configured; no volume is predicted at risk from it.
 	ProvisionalCapacity = 10 << 20
+	// ProvisionalLogBytes is the wire size of a log until the link is measured (or has a
+	// budget): small enough that a log of a bulk volume does not hold the link long on a link
+	// narrower than ProvisionalCapacity, large enough to measure it.
+	ProvisionalLogBytes = 1 << 20
 	// MinLogBytes and MaxLogBytes bound the wire bytes of one grant.
 	MinLogBytes = 256 << 10
 	MaxLogBytes = 64 << 20
@@ -222,6 +226,9 @@ func (l *Link) Join(volume string, p Params, demand func() Demand) *Member {
 	return m
 }
 
+// measureWindow is the busy time one capacity sample spans.
+const measureWindow = 4 * time.Second
+
 // capacityLocked is the capacity planned with, and whether it was measured.
 func (l *Link) capacityLocked() (float64, bool) {
 	switch {
@@ -245,7 +252,10 @@ func (l *Link) quantumLocked() int64 {
 		}
 	}
 	q = max(q, 100*time.Millisecond)
-	c, _ := l.capacityLocked()
+	c, known := l.capacityLocked()
+	if !known && l.budget <= 0 {
+		return ProvisionalLogBytes
+	}
 	return min(max(int64(c*q.Seconds()), MinLogBytes), MaxLogBytes)
 }
 
@@ -582,14 +592,14 @@ func (g *Grant) Done(raw, wire int64, full bool, err error) {
 }
 
 // measureLocked adds an acknowledged log to the capacity window and takes a sample once the
-// window holds 2 s of busy time, if the link was saturated for all of it.
+// window holds measureWindow of busy time, if the link was saturated for all of it.
 func (l *Link) measureLocked(now time.Time, wire int64, saturated bool) {
 	l.win.bytes += wire
 	if saturated {
 		l.win.satBytes += wire
 	}
 	busy := l.busyLocked(now) - l.win.startBusy
-	if busy < 2*time.Second {
+	if busy < measureWindow {
 		return
 	}
 	if l.win.bytes >= MinLogBytes && l.win.satBytes == l.win.bytes {
@@ -597,7 +607,7 @@ func (l *Link) measureLocked(now time.Time, wire int64, saturated bool) {
 		if l.measured == 0 {
 			l.measured = sample
 		} else {
-			l.measured = 0.7*l.measured + 0.3*sample
+			l.measured = 0.8*l.measured + 0.2*sample
 		}
 	}
 	l.win = capWindow{startBusy: l.busyLocked(now)}

@@ -295,13 +295,13 @@ func TestLink_MeasuresSaturatedThroughput(t *testing.T) {
 		t.Fatalf("measured %v capacity %v from unsaturated logs", st.MeasuredBytesPerSecond, st.CapacityBytesPerSecond)
 	}
 	// Full logs (cut at their limit): 2 MiB per second.
-	for i := 0; i < 6; i++ {
+	for i := 0; i < 12; i++ {
 		g := mustGrant(t, acquireAsync(t, a), "a")
 		c.Add(time.Second)
 		g.Done(2<<20, 2<<20, true, nil)
 	}
 	st := l.Status()
-	if st.MeasuredBytesPerSecond < 1.9*(1<<20) || st.MeasuredBytesPerSecond > 2.1*(1<<20) {
+	if st.MeasuredBytesPerSecond < 1.9*(1<<20) || st.MeasuredBytesPerSecond > 2.1*(1<<20) || st.CapacityBytesPerSecond != st.MeasuredBytesPerSecond {
 		t.Fatalf("measured %v, want 2 MiB/s", st.MeasuredBytesPerSecond)
 	}
 	l.SetBudget(50 << 20)
@@ -334,6 +334,25 @@ func TestLink_Quantum(t *testing.T) {
 	l.SetBudget(100 << 10)
 	if q := a.Quantum(); q != MinLogBytes {
 		t.Fatalf("quantum %d on a slow link, want the minimum", q)
+	}
+}
+
+// Until a link without a budget is measured, its logs are small and nobody is predicted at
+// risk from the assumed capacity.
+func TestLink_UnmeasuredIsCautious(t *testing.T) {
+	l, c := testLink(t, Config{})
+	a, d := join(l, "a", Params{Tier: 1, RPO: 5 * time.Second})
+	if q := a.Quantum(); q != ProvisionalLogBytes {
+		t.Fatalf("quantum %d on an unmeasured link, want %d", q, ProvisionalLogBytes)
+	}
+	now := c.Now()
+	d.set(func(x *Demand) { x.Appended, x.Pending, x.Oldest = 1<<30, 1<<30, now.Add(-4*time.Second) })
+	for range 4 {
+		l.tick()
+		c.Add(500 * time.Millisecond)
+	}
+	if st := l.Status().Members[0]; st.AtRisk {
+		t.Fatalf("at risk on an unmeasured link: %+v", st)
 	}
 }
 

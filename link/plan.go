@@ -61,7 +61,8 @@ func (m *Member) lagLocked(now time.Time) time.Duration {
 // is released.
 func (l *Link) planLocked(now time.Time) []func() {
 	l.pruneLocked(now)
-	c, _ := l.capacityLocked()
+	c, measured := l.capacityLocked()
+	known := measured || l.budget > 0
 	q := float64(l.quantumLocked())
 	order := slices.Clone(l.members)
 	slices.SortFunc(order, func(a, b *Member) int {
@@ -83,7 +84,9 @@ func (l *Link) planLocked(now time.Time) []func() {
 			}
 		}
 		m.plan = plan{share: min(avail, r)}
-		m.predictLocked(now, avail, wait, q)
+		if known {
+			m.predictLocked(now, avail, wait, q)
+		}
 		used += r
 		ahead += b
 		if f := m.riskLocked(now, c); f != nil {

@@ -20,12 +20,12 @@ func (s *Shipper) watch(ctx context.Context) {
 		case <-tick.C:
 		}
 		now := s.cfg.Now()
-		dirty := uint64(s.j.LastSeq()) > s.applied.Load()
+		last, acked := uint64(s.j.LastSeq()), s.applied.Load()
 		s.mu.Lock()
-		if dirty && s.dirtySince.IsZero() {
-			s.dirtySince = now
-		}
-		if !dirty {
+		s.clock.observe(now, last)
+		if last > acked {
+			s.dirtySince = s.clock.since(acked)
+		} else {
 			s.dirtySince = time.Time{}
 		}
 		lag := s.lagLocked(now)

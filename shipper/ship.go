@@ -42,7 +42,6 @@ func (s *Shipper) shipGranted(ctx context.Context, end uint64, g *link.Grant) (r
 	s.opMu.Lock()
 	defer s.opMu.Unlock()
 	t0 := time.Now()
-	cut := s.cfg.Now() // lag clock: records appended after this are younger
 	appendedAtCut := s.vol.AppendedBytes()
 	from := s.next.Load() + 1
 	// Only durable records leave the site: a record the primary could still lose must never
@@ -123,11 +122,8 @@ func (s *Shipper) shipGranted(ctx context.Context, end uint64, g *link.Grant) (r
 	s.mu.Lock()
 	s.shippedMark += raw
 	if uint64(s.j.LastSeq()) == to {
-		s.dirtySince = time.Time{}
 		// Caught up: every byte appended before the cut was shipped.
 		s.shippedMark = max(s.shippedMark, appendedAtCut)
-	} else if to == end {
-		s.dirtySince = cut
 	}
 	s.mu.Unlock()
 	s.m.logs.Inc()

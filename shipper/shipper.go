@@ -95,6 +95,7 @@ type Shipper struct {
 	applied       atomic.Uint64 // replica's applied seq as last reported
 
 	mu         sync.Mutex
+	clock      appendClock // when the journal grew past which seq: the lag of what is unacknowledged
 	schedule   Schedule
 	journalMax int64
 	dirtySince time.Time
@@ -146,6 +147,8 @@ func New(cfg Config) (*Shipper, error) {
 	}
 	s.next.Store(next)
 	s.applied.Store(next)
+	// Records after next were appended before now: their age counts from here.
+	s.clock.observe(cfg.Now(), next)
 	if et, ok := cfg.Target.(*exportTarget); ok && et.st.VolumeID == "" {
 		// A new export directory continues from what this primary last shipped (after a
 		// seed export, the seed's seq).
