@@ -231,7 +231,10 @@ HANDSHAKE=""
 status_ok() {
 	"$DRFS" status --json "$@" 2>/dev/null | python3 -c '
 import json, sys
-d = json.load(sys.stdin)
+try:
+    d = json.load(sys.stdin)
+except ValueError:  # the daemon does not answer yet
+    sys.exit(1)
 vs = [v.get("status") or {} for v in d["volumes"]] if "volumes" in d else [d]
 sys.exit(0 if vs and all(v.get("replication_state") == "replicating" for v in vs) else 1)'
 }
