@@ -153,9 +153,10 @@ while [[ $MPORT == "$PORT" ]]; do MPORT=$(free_port); done
 cpu_ticks() { local p t=0; for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo $t; }
 TCK=$(getconf CLK_TCK)
 
-# metric NAME: value of an unlabelled metric on the primary's --metrics endpoint.
+# metric NAME: value of a metric on the primary's --metrics endpoint, summed over its series
+# (one per volume: the mount's).
 metric() {
-	curl -fsS "http://127.0.0.1:$MPORT/metrics" | awk -v n="$1" '$1 == n {printf "%.0f\n", $2; found=1} END {exit !found}'
+	curl -fsS "http://127.0.0.1:$MPORT/metrics" | awk -v n="$1" '$1 == n || index($1, n "{") == 1 {sum += $2; found=1} END {if (found) printf "%.0f\n", sum; exit !found}'
 }
 
 # tcp_snapshot: one line per established TCP connection to the replica port,

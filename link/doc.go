@@ -35,10 +35,11 @@
 //
 // # Capacity
 //
-// The link's capacity is measured from the logs it carries: the bytes acknowledged over the
-// time at least one log was in flight, counted only over windows when the link was saturated
-// (other members were waiting, or the log was cut at its size limit), since a trickle of small
-// logs measures latency, not bandwidth. The capacity used for planning is the configured
+// The link's capacity is measured from the logs that filled it — cut at their size limit, or
+// large ones sent while others waited; a trickle of small logs measures latency, not
+// bandwidth: their bytes over the busy time each accounts for (from the previous
+// acknowledgement, or its own start when later, so that logs in flight together split it),
+// one sample per 4 s of such time, averaged. The capacity used for planning is the configured
 // budget, or the measurement when it is lower (the real link may be narrower than the
 // operator thinks), or the measurement alone when no budget is set. Until a link without a
 // budget is measured, its logs carry ProvisionalLogBytes and no volume is predicted at risk.

@@ -105,14 +105,18 @@ type Link struct {
 	measured   float64 // bytes per second; 0 until measured
 	busySince  time.Time
 	busyTotal  time.Duration
-	win        capWindow
+	win        capWindow    // logs that filled the link
+	winAll     capWindow    // every log: a lower bound of the capacity
+	lastDone   time.Time    // when the last log was acknowledged
 	busyRing   []busySample // for the busy ratio over the last window
 	wireEvents []wireEvent  // acknowledged bytes of the last window, by member
 }
 
+// capWindow accumulates the logs that measure the link: their bytes and the busy time they
+// account for (from the previous acknowledgement, or their own start when later).
 type capWindow struct {
-	startBusy       time.Duration
-	bytes, satBytes int64
+	bytes int64
+	busy  time.Duration
 }
 
 type busySample struct {
@@ -585,30 +589,42 @@ func (g *Grant) Done(raw, wire int64, full bool, err error) {
 			l.wireEvents = append(l.wireEvents, wireEvent{at: now, m: m, bytes: wire})
 			// A short log measures latency more than bandwidth: only logs cut at their limit,
 			// or large ones sent while others waited, say what the link can carry.
-			l.measureLocked(now, wire, full || (g.saturated && wire >= g.maxWire/2))
+			seg := now.Sub(g.start)
+			if l.lastDone.After(g.start) {
+				seg = now.Sub(l.lastDone)
+			}
+			l.lastDone = now
+			l.measureLocked(wire, seg, full || (g.saturated && wire >= g.maxWire/2))
 		}
 		l.dispatchLocked()
 	})
 }
 
-// measureLocked adds an acknowledged log to the capacity window and takes a sample once the
-// window holds measureWindow of busy time, if the link was saturated for all of it.
-func (l *Link) measureLocked(now time.Time, wire int64, saturated bool) {
-	l.win.bytes += wire
-	if saturated {
-		l.win.satBytes += wire
+// measureLocked adds an acknowledged log of wire bytes over its share seg of the busy time
+// (logs in flight at once split it). Logs that filled the link (full) give a sample once
+// measureWindow of their time was seen; every log counts towards a lower bound, which raises
+// a measurement the link outgrew (its logs no longer fill it once they are sized from it).
+func (l *Link) measureLocked(wire int64, seg time.Duration, full bool) {
+	sample := func(w *capWindow) (float64, bool) {
+		w.bytes += wire
+		w.busy += seg
+		if w.busy < measureWindow {
+			return 0, false
+		}
+		r := float64(w.bytes) / w.busy.Seconds()
+		*w = capWindow{}
+		return r, true
 	}
-	busy := l.busyLocked(now) - l.win.startBusy
-	if busy < measureWindow {
-		return
-	}
-	if l.win.bytes >= MinLogBytes && l.win.satBytes == l.win.bytes {
-		sample := float64(l.win.bytes) / busy.Seconds()
-		if l.measured == 0 {
-			l.measured = sample
-		} else {
-			l.measured = 0.8*l.measured + 0.2*sample
+	if full {
+		if r, ok := sample(&l.win); ok {
+			if l.measured == 0 {
+				l.measured = r
+			} else {
+				l.measured = 0.8*l.measured + 0.2*r
+			}
 		}
 	}
-	l.win = capWindow{startBusy: l.busyLocked(now)}
+	if r, ok := sample(&l.winAll); ok && l.measured > 0 && r > l.measured {
+		l.measured = r
+	}
 }

@@ -20,14 +20,8 @@ func (s *Shipper) watch(ctx context.Context) {
 		case <-tick.C:
 		}
 		now := s.cfg.Now()
-		last, acked := uint64(s.j.LastSeq()), s.applied.Load()
 		s.mu.Lock()
-		s.clock.observe(now, last)
-		if last > acked {
-			s.dirtySince = s.clock.since(acked)
-		} else {
-			s.dirtySince = time.Time{}
-		}
+		s.trackLagLocked()
 		lag := s.lagLocked(now)
 		jmax := s.journalMax
 		if rpo := s.schedule.RPO; rpo > 0 {
@@ -57,6 +51,19 @@ func (s *Shipper) watch(ctx context.Context) {
 				}
 			}()
 		}
+	}
+}
+
+// trackLagLocked samples the journal's end and sets dirtySince to when the oldest record the
+// replica has not acknowledged was appended (zero when there is none). Called by watch every
+// tick and at every acknowledgement, so the lag drops as soon as a log lands.
+func (s *Shipper) trackLagLocked() {
+	last, acked := uint64(s.j.LastSeq()), s.applied.Load()
+	s.clock.observe(s.cfg.Now(), last)
+	if last > acked {
+		s.dirtySince = s.clock.since(acked)
+	} else {
+		s.dirtySince = time.Time{}
 	}
 }
 
