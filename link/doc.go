@@ -35,11 +35,12 @@
 //
 // # Capacity
 //
-// The link's capacity is measured from the logs that filled it — cut at their size limit, or
-// large ones sent while others waited; a trickle of small logs measures latency, not
-// bandwidth: their bytes over the busy time each accounts for (from the previous
-// acknowledgement, or its own start when later, so that logs in flight together split it),
-// one sample per 4 s of such time, averaged. The capacity used for planning is the configured
+// The link's capacity is measured from the logs it carries: their bytes over the busy time
+// each accounts for (since the previous log in flight ended, or since it began, so that logs
+// in flight together split their time), one sample per 4 s of such time, averaged — counted
+// only when logs that filled the link (cut at their size limit, or large ones sent while
+// others waited) carried 80 % of the sample's bytes. A short log alone on the link measures
+// its latency, not its bandwidth, and is left out. The capacity used for planning is the configured
 // budget, or the measurement when it is lower (the real link may be narrower than the
 // operator thinks), or the measurement alone when no budget is set. Until a link without a
 // budget is measured, its logs carry ProvisionalLogBytes and no volume is predicted at risk.

@@ -27,7 +27,7 @@ const (
 	// ProvisionalLogBytes is the wire size of a log until the link is measured (or has a
 	// budget): small enough that a log of a bulk volume does not hold the link long on a link
 	// narrower than ProvisionalCapacity, large enough to measure it.
-	ProvisionalLogBytes = 1 << 20
+	ProvisionalLogBytes = 4 << 20
 	// MinLogBytes and MaxLogBytes bound the wire bytes of one grant.
 	MinLogBytes = 256 << 10
 	MaxLogBytes = 64 << 20
@@ -105,18 +105,18 @@ type Link struct {
 	measured   float64 // bytes per second; 0 until measured
 	busySince  time.Time
 	busyTotal  time.Duration
-	win        capWindow    // logs that filled the link
-	winAll     capWindow    // every log: a lower bound of the capacity
-	lastDone   time.Time    // when the last log was acknowledged
+	win        capWindow
+	flying     []*Grant     // logs in flight
+	lastDone   time.Time    // when the last log in flight ended
 	busyRing   []busySample // for the busy ratio over the last window
 	wireEvents []wireEvent  // acknowledged bytes of the last window, by member
 }
 
-// capWindow accumulates the logs that measure the link: their bytes and the busy time they
-// account for (from the previous acknowledgement, or their own start when later).
+// capWindow accumulates the logs that measure the link: their bytes, those of the logs that
+// filled it, and the busy time they account for.
 type capWindow struct {
-	bytes int64
-	busy  time.Duration
+	bytes, satBytes int64
+	busy            time.Duration
 }
 
 type busySample struct {
@@ -327,7 +327,11 @@ func (l *Link) dispatchLocked() {
 		l.waiters = slices.Delete(l.waiters, best, best+1)
 		q := l.quantumLocked()
 		g := &Grant{l: l, m: w.m, start: now, maxWire: q, maxRaw: max(int64(float64(q)/w.m.ratio), MinLogBytes),
-			saturated: len(l.waiters) > 0}
+			saturated: len(l.waiters) > 0, shared: len(l.flying) > 0}
+		for _, f := range l.flying {
+			f.shared = true
+		}
+		l.flying = append(l.flying, g)
 		if l.inflight == 0 {
 			l.busySince = now
 		}
@@ -502,6 +506,7 @@ type Grant struct {
 	maxWire   int64
 	maxRaw    int64
 	saturated bool
+	shared    bool // another log was in flight at some time of this one's (under l.mu)
 
 	sent, done sync.Once
 }
@@ -580,6 +585,14 @@ func (g *Grant) Done(raw, wire int64, full bool, err error) {
 		if l.inflight == 0 {
 			l.busyTotal += now.Sub(l.busySince)
 		}
+		l.flying = slices.DeleteFunc(l.flying, func(f *Grant) bool { return f == g })
+		// The busy time this log accounts for: since the previous one in flight ended, or
+		// since it began; the logs in flight together split their time.
+		seg := now.Sub(g.start)
+		if l.lastDone.After(g.start) {
+			seg = now.Sub(l.lastDone)
+		}
+		l.lastDone = now
 		if err == nil && wire > 0 {
 			m := g.m
 			if raw > 0 {
@@ -589,42 +602,36 @@ func (g *Grant) Done(raw, wire int64, full bool, err error) {
 			l.wireEvents = append(l.wireEvents, wireEvent{at: now, m: m, bytes: wire})
 			// A short log measures latency more than bandwidth: only logs cut at their limit,
 			// or large ones sent while others waited, say what the link can carry.
-			seg := now.Sub(g.start)
-			if l.lastDone.After(g.start) {
-				seg = now.Sub(l.lastDone)
-			}
-			l.lastDone = now
-			l.measureLocked(wire, seg, full || (g.saturated && wire >= g.maxWire/2))
+			l.measureLocked(wire, seg, full || (g.saturated && wire >= g.maxWire/2), g.shared)
 		}
 		l.dispatchLocked()
 	})
 }
 
-// measureLocked adds an acknowledged log of wire bytes over its share seg of the busy time
-// (logs in flight at once split it). Logs that filled the link (full) give a sample once
-// measureWindow of their time was seen; every log counts towards a lower bound, which raises
-// a measurement the link outgrew (its logs no longer fill it once they are sized from it).
-func (l *Link) measureLocked(wire int64, seg time.Duration, full bool) {
-	sample := func(w *capWindow) (float64, bool) {
-		w.bytes += wire
-		w.busy += seg
-		if w.busy < measureWindow {
-			return 0, false
-		}
-		r := float64(w.bytes) / w.busy.Seconds()
-		*w = capWindow{}
-		return r, true
+// measureLocked adds an acknowledged log of wire bytes, accounting for seg of the busy time,
+// to the capacity window, and takes a sample once the window spans measureWindow, if logs
+// that filled the link (full) carried 80 % of its bytes. A short log alone on the link
+// measures its latency, not its bandwidth: it is left out; one that shared the link with
+// others is counted, or the others would be credited with its time.
+func (l *Link) measureLocked(wire int64, seg time.Duration, full, shared bool) {
+	if !full && !shared {
+		return
 	}
+	l.win.bytes += wire
+	l.win.busy += seg
 	if full {
-		if r, ok := sample(&l.win); ok {
-			if l.measured == 0 {
-				l.measured = r
-			} else {
-				l.measured = 0.8*l.measured + 0.2*r
-			}
+		l.win.satBytes += wire
+	}
+	if l.win.busy < measureWindow {
+		return
+	}
+	if l.win.bytes >= MinLogBytes && l.win.satBytes*5 >= l.win.bytes*4 {
+		sample := float64(l.win.bytes) / l.win.busy.Seconds()
+		if l.measured == 0 {
+			l.measured = sample
+		} else {
+			l.measured = 0.8*l.measured + 0.2*sample
 		}
 	}
-	if r, ok := sample(&l.winAll); ok && l.measured > 0 && r > l.measured {
-		l.measured = r
-	}
+	l.win = capWindow{}
 }
