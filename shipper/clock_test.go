@@ -120,3 +120,33 @@ func patternBytes(n int) []byte {
 	}
 	return b
 }
+
+// A log sent again after its acknowledgement was lost (the replica's seq is a log boundary this
+// shipper saw) brings back exactly the pending bytes of that boundary, not a segment-sized guess.
+func TestShipper_ReanchorAtALogBoundary(t *testing.T) {
+	e := newEnv(t, Config{Schedule: Schedule{Continuous: true}}, nil)
+	e.write(t, 0, patternBytes(64<<10))
+	e.sync(t)
+	e.write(t, 64<<10, patternBytes(64<<10))
+	e.sync(t)
+	e.sh.opMu.Lock()
+	defer e.sh.opMu.Unlock()
+	e.sh.mu.Lock()
+	marks := append([]logMark(nil), e.sh.marks...)
+	now := e.sh.shippedMark
+	e.sh.mu.Unlock()
+	if len(marks) < 2 {
+		t.Fatalf("marks %+v after two logs", marks)
+	}
+	prev := marks[len(marks)-2]
+	e.sh.next.Store(prev.seq)
+	e.sh.reanchor()
+	e.sh.mu.Lock()
+	got := e.sh.shippedMark
+	e.sh.mu.Unlock()
+	if got != prev.mark || got >= now {
+		t.Fatalf("reanchored at seq %d to %d, want the boundary's %d (now %d)", prev.seq, got, prev.mark, now)
+	}
+	e.sh.next.Store(marks[len(marks)-1].seq)
+	e.sh.reanchor()
+}

@@ -187,6 +187,7 @@ func (s *Shipper) pendSync(exts []volume.Extent, seq uint64) error {
 	s.next.Store(seq)
 	s.mu.Lock()
 	s.shippedMark = s.vol.AppendedBytes()
+	s.markLocked(seq)
 	s.mu.Unlock()
 	return nil
 }

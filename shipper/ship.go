@@ -125,6 +125,7 @@ func (s *Shipper) shipGranted(ctx context.Context, end uint64, g *link.Grant) (r
 		// Caught up: every byte appended before the cut was shipped.
 		s.shippedMark = max(s.shippedMark, appendedAtCut)
 	}
+	s.markLocked(to)
 	s.trackLagLocked()
 	s.mu.Unlock()
 	s.m.logs.Inc()

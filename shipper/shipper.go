@@ -121,6 +121,7 @@ type Shipper struct {
 	// beyond it is pending. Exact while shipping; estimated from the journal's segments when
 	// next moves otherwise (opening, resuming from the replica's seq).
 	shippedMark int64
+	marks       []logMark // shippedMark at recent log boundaries
 
 	wake chan struct{}
 
@@ -230,18 +231,43 @@ func (s *Shipper) pendingLocked() int64 {
 	return max(s.vol.AppendedBytes()-s.shippedMark, 0)
 }
 
-// reanchor estimates shippedMark after next moved other than by shipping: the journal bytes
-// after next, counted by whole segments, are pending.
+// reanchor sets shippedMark after next moved other than by shipping (opening, resuming from
+// the replica's seq, a gap): exactly, when next is a log boundary this shipper remembers (a log
+// sent again after its acknowledgement was lost), otherwise estimated from the journal bytes
+// after next, counted by whole segments.
 func (s *Shipper) reanchor() {
 	n := s.next.Load()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i := len(s.marks) - 1; i >= 0; i-- {
+		if s.marks[i].seq == n {
+			s.shippedMark = s.marks[i].mark
+			return
+		}
+	}
 	pending := int64(0)
 	if uint64(s.j.LastSeq()) > n {
 		pending = s.j.UsedFrom(journal.Seq(n + 1))
 	}
-	s.mu.Lock()
 	s.shippedMark = s.vol.AppendedBytes() - pending
-	s.mu.Unlock()
 }
+
+// markLocked remembers shippedMark at log boundary seq, for reanchor.
+func (s *Shipper) markLocked(seq uint64) {
+	if len(s.marks) == maxMarks {
+		s.marks = append(s.marks[:0], s.marks[maxMarks/2:]...)
+	}
+	s.marks = append(s.marks, logMark{seq, s.shippedMark})
+}
+
+// logMark is shippedMark at a log boundary.
+type logMark struct {
+	seq  uint64
+	mark int64
+}
+
+// maxMarks bounds the log boundaries remembered.
+const maxMarks = 256
 
 // Member is the shipper's place on its link.
 func (s *Shipper) Member() *link.Member { return s.member }
